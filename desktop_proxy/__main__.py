@@ -1,0 +1,3 @@
+from desktop_proxy.entry import main
+
+raise SystemExit(main())

@@ -1,0 +1,25 @@
+"""`desktop-proxy` entry point: the tray app with no command, headless commands otherwise."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    from desktop_proxy import cli
+
+    wants_gui = not args or (args[0] == "--config" and len(args) == 2)
+    if not wants_gui:
+        return cli.main(args)
+    try:
+        from desktop_proxy.gui import app as gui_app
+    except ImportError as exc:
+        print(
+            f"desktop-proxy: the tray app is not available ({exc}); running headless.",
+            file=sys.stderr,
+            flush=True,
+        )
+        return cli.main(["serve", *args])
+    return gui_app.run(args)

@@ -1,0 +1,81 @@
+"""One record per request, filled in by the gateway as the request moves along its path."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+
+def new_request_id() -> str:
+    return "req_" + uuid.uuid4().hex[:24]
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    id: str = field(default_factory=new_request_id)
+    time: float = field(default_factory=time.time)
+    client_api: str = ""  # anthropic | openai-chat | openai-embeddings | openai-responses
+    path: str = ""
+    client: str | None = None  # user agent / x-app
+    session_id: str | None = None  # Claude Code's X-Claude-Code-Session-Id
+    access_key: str | None = None  # the access key's *name*, never its value
+    requested_model: str | None = None
+    provider: str | None = None
+    model: str | None = None  # the model that actually ran
+    upstream_key_id: str | None = None  # last four characters only
+    status: int = 0
+    ok: bool = False
+    error: str | None = None
+    stream: bool = False
+    ttfb_ms: float | None = None
+    duration_ms: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    usage_estimated: bool = False
+    cost_usd: float | None = None
+    request_body: bytes | None = None
+    response_body: bytes | None = None
+    _start: float = field(default_factory=time.perf_counter, repr=False)
+
+    def mark_first_byte(self) -> None:
+        if self.ttfb_ms is None:
+            self.ttfb_ms = (time.perf_counter() - self._start) * 1000
+
+    def finish(self, status: int, error: str | None = None) -> None:
+        self.status = status
+        self.ok = 200 <= status < 400 and error is None
+        if error is not None:
+            self.error = error
+        self.duration_ms = (time.perf_counter() - self._start) * 1000
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("_start", None)
+        return data
+
+
+class Recorder(Protocol):
+    def record(self, rec: RequestRecord) -> None:
+        """Accept a finished record. Must never block or raise."""
+
+
+class NullRecorder:
+    def record(self, rec: RequestRecord) -> None:
+        return None
+
+
+@dataclass
+class CallbackRecorder:
+    """Forwards records to listeners (tests, the GUI's live view)."""
+
+    callbacks: list[Callable[[RequestRecord], None]] = field(default_factory=list)
+
+    def record(self, rec: RequestRecord) -> None:
+        for cb in self.callbacks:
+            cb(rec)

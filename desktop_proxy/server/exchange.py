@@ -1,0 +1,467 @@
+"""One client request carried to an upstream and back.
+
+Two paths:
+
+* passthrough — the client and the upstream speak the same protocol: the body is forwarded
+  with only the model (and auth) rewritten, and streams are relayed event by event as they
+  arrive, with usage read on the side. Anthropic thinking signatures and cache_control survive
+  untouched because nothing is decoded into the internal form.
+* translation — the client's codec decodes the request into the internal form, the upstream's
+  codec encodes it; responses and streams go back the same way through incremental state
+  machines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aiohttp
+from aiohttp import web
+
+from desktop_proxy.history.record import RequestRecord
+from desktop_proxy.protocols import anthropic as anthropic_codec
+from desktop_proxy.protocols import internal as ir
+from desktop_proxy.protocols import openai_chat as openai_codec
+from desktop_proxy.protocols.errors import ProtocolError, extract_error_message
+from desktop_proxy.protocols.quirks import traits_for
+from desktop_proxy.protocols.sse import SSEDecoder, SSEEvent
+from desktop_proxy.protocols.tokens import estimate_request_tokens
+from desktop_proxy.routing import Route
+from desktop_proxy.server.dialects import Dialect, GatewayHTTPError, error_body
+from desktop_proxy.server.state import GatewayState
+from desktop_proxy.server.upstream import (
+    Attempt,
+    Endpoint,
+    UpstreamFailure,
+    UpstreamUnavailable,
+    send_with_failover,
+    upstream_headers,
+    upstream_url,
+)
+
+log = logging.getLogger(__name__)
+
+Protocol = Literal["openai", "anthropic"]
+# Claude Code shows a stall warning after ~20 s without bytes; a ping every 10 s keeps it calm
+# while the upstream read timeout still ends a dead stream.
+KEEPALIVE_SECONDS = 10.0
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+_PASSTHROUGH_RESPONSE_HEADERS = ("request-id", "x-request-id", "openai-processing-ms")
+
+
+def protocol_of(dialect: Dialect) -> Protocol:
+    return "anthropic" if dialect is Dialect.ANTHROPIC else "openai"
+
+
+@dataclass
+class Exchange:
+    request: web.Request
+    state: GatewayState
+    record: RequestRecord
+    dialect: Dialect
+    body: dict[str, Any]
+    routes: list[Route]
+    stream: bool
+    endpoint: Endpoint
+    requested_model: str
+    _decoded: ir.Request | None = None
+
+    # --- request side --------------------------------------------------------------------
+
+    def decoded(self) -> ir.Request:
+        if self._decoded is None:
+            codec = anthropic_codec if self.dialect is Dialect.ANTHROPIC else openai_codec
+            try:
+                self._decoded = codec.decode_request(self.body)
+            except ProtocolError as exc:
+                raise GatewayHTTPError(exc.status, str(exc), param=exc.param) from exc
+        return self._decoded
+
+    def client_wants_usage(self) -> bool:
+        opts = self.body.get("stream_options")
+        return isinstance(opts, dict) and opts.get("include_usage") is True
+
+    def upstream_payload(self, route: Route) -> bytes:
+        provider = route.provider
+        traits = traits_for(provider.kind, route.upstream_model, provider.max_output_tokens)
+        if provider.protocol == protocol_of(self.dialect):
+            out = dict(self.body)
+            out["model"] = route.upstream_model
+            if (
+                self.stream
+                and provider.protocol == "openai"
+                and traits.supports_stream_options
+                and not self.client_wants_usage()
+            ):
+                # Ask for usage so history can record it; the extra chunk is not relayed.
+                opts = out.get("stream_options")
+                out["stream_options"] = {
+                    **(opts if isinstance(opts, dict) else {}),
+                    "include_usage": True,
+                }
+            return json.dumps(out, ensure_ascii=False).encode()
+        req = self.decoded()
+        try:
+            if provider.protocol == "anthropic":
+                encoded = anthropic_codec.encode_request(req, route.upstream_model)
+            else:
+                encoded = openai_codec.encode_request(req, route.upstream_model, traits=traits)
+        except ProtocolError as exc:
+            raise GatewayHTTPError(exc.status, str(exc), param=exc.param) from exc
+        return json.dumps(encoded, ensure_ascii=False).encode()
+
+    async def send(self, route: Route, key: str | None) -> aiohttp.ClientResponse:
+        provider = route.provider
+        endpoint: Endpoint = self.endpoint
+        if provider.protocol != protocol_of(self.dialect) and endpoint in ("chat", "messages"):
+            endpoint = "messages" if provider.protocol == "anthropic" else "chat"
+        url = upstream_url(provider, endpoint, route.upstream_model)
+        client_headers = self.request.headers if self.dialect is Dialect.ANTHROPIC else None
+        headers = upstream_headers(provider, key, client_headers=client_headers, stream=self.stream)
+        return await self.state.upstream_client().post(
+            provider, url, headers, self.upstream_payload(route)
+        )
+
+    # --- running it ----------------------------------------------------------------------
+
+    async def run(self) -> web.StreamResponse:
+        try:
+            attempt = await send_with_failover(
+                self.routes,
+                self.send,
+                self.state.provider_key,
+                self.state.health,
+                auxiliary=self.endpoint == "count_tokens",
+            )
+        except UpstreamUnavailable as exc:
+            raise GatewayHTTPError(exc.status, exc.message) from exc
+        except UpstreamFailure as exc:
+            raise self.failure_error(exc) from exc
+        rec = self.record
+        rec.provider = attempt.route.provider.name
+        rec.model = attempt.route.upstream_model
+        rec.upstream_key_id = attempt.key_id
+        rec.mark_first_byte()
+        same = attempt.route.provider.protocol == protocol_of(self.dialect)
+        if not self.stream:
+            return await self.respond_whole(attempt, same)
+        if same:
+            return await self.relay_passthrough(attempt)
+        return await self.relay_translated(attempt)
+
+    def failure_error(self, exc: UpstreamFailure) -> GatewayHTTPError:
+        """Pass an upstream's error on, in the caller's shape, naming the provider."""
+        try:
+            parsed: object = json.loads(exc.body)
+        except ValueError:
+            parsed = exc.body.decode("utf-8", "replace")[:500]
+        message = extract_error_message(parsed, f"HTTP {exc.status}")
+        headers = {
+            k: v for k, v in exc.headers.items() if k.lower() in ("retry-after", "retry-after-ms")
+        }
+        return GatewayHTTPError(
+            exc.status,
+            f"{message} (from provider '{exc.provider}')",
+            headers=headers or None,
+        )
+
+    async def respond_whole(self, attempt: Attempt, same: bool) -> web.Response:
+        upstream = attempt.response
+        try:
+            data = await upstream.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise GatewayHTTPError(
+                504 if isinstance(exc, TimeoutError) else 502,
+                f"provider '{attempt.route.provider.name}' broke off its answer: {exc}",
+            ) from exc
+        finally:
+            upstream.release()
+        try:
+            payload = json.loads(data)
+        except ValueError as exc:
+            raise GatewayHTTPError(
+                502,
+                f"provider '{attempt.route.provider.name}' answered with invalid JSON",
+            ) from exc
+        if same:
+            self.read_usage(payload, attempt.route.provider.protocol)
+            if self.dialect is Dialect.ANTHROPIC and isinstance(payload, dict):
+                payload["model"] = self.requested_model
+                data = json.dumps(payload, ensure_ascii=False).encode()
+            extra = {
+                k: v
+                for k, v in upstream.headers.items()
+                if k.lower() in _PASSTHROUGH_RESPONSE_HEADERS
+            }
+            return web.Response(
+                status=upstream.status,
+                body=data,
+                content_type="application/json",
+                headers=extra,
+            )
+        up_codec = (
+            anthropic_codec if attempt.route.provider.protocol == "anthropic" else openai_codec
+        )
+        try:
+            response = up_codec.decode_response(payload)
+        except ProtocolError as exc:
+            raise GatewayHTTPError(
+                502, f"provider '{attempt.route.provider.name}' sent an unreadable answer: {exc}"
+            ) from exc
+        self.set_usage(response.usage)
+        client_codec = anthropic_codec if self.dialect is Dialect.ANTHROPIC else openai_codec
+        out = client_codec.encode_response(response, self.requested_model)
+        return web.json_response(out, dumps=lambda o: json.dumps(o, ensure_ascii=False))
+
+    # --- usage ---------------------------------------------------------------------------
+
+    def set_usage(self, usage: ir.Usage) -> None:
+        rec = self.record
+        rec.input_tokens = usage.input_tokens
+        rec.output_tokens = usage.output_tokens
+        rec.cache_read_tokens = usage.cache_read_tokens
+        rec.cache_write_tokens = usage.cache_write_tokens
+        rec.reasoning_tokens = usage.reasoning_tokens
+
+    def read_usage(self, payload: object, protocol: Protocol) -> None:
+        if not isinstance(payload, dict):
+            return
+        usage = payload.get("usage")
+        if not isinstance(usage, dict):
+            return
+        if protocol == "openai":
+            self.set_usage(openai_codec.decode_usage(usage))
+        else:
+            merged = anthropic_codec.decode_usage(usage, self._anthropic_usage)
+            self._anthropic_usage = merged
+            self.set_usage(merged)
+
+    _anthropic_usage: ir.Usage | None = None
+
+    # --- streams -------------------------------------------------------------------------
+
+    async def open_stream(self) -> web.StreamResponse:
+        response = web.StreamResponse(status=200, headers=SSE_HEADERS)
+        await response.prepare(self.request)
+        return response
+
+    async def upstream_chunks(
+        self, upstream: aiohttp.ClientResponse, keepalive: float | None
+    ) -> AsyncIterator[bytes | None]:
+        """Yield upstream reads as they arrive; `None` marks `keepalive` seconds of silence."""
+        content = upstream.content
+        while True:
+            if keepalive is None:
+                chunk = await content.readany()
+            else:
+                try:
+                    chunk = await asyncio.wait_for(content.readany(), keepalive)
+                except TimeoutError:
+                    if content.is_eof():
+                        return
+                    yield None
+                    continue
+            if not chunk:
+                return
+            yield chunk
+
+    async def relay_passthrough(self, attempt: Attempt) -> web.StreamResponse:
+        upstream = attempt.response
+        protocol = attempt.route.provider.protocol
+        hide_usage_chunk = protocol == "openai" and not self.client_wants_usage()
+        decoder = SSEDecoder()
+        response = await self.open_stream()
+        keepalive = KEEPALIVE_SECONDS if protocol == "anthropic" else None
+        finished = False
+        error: str | None = None
+        try:
+            async for chunk in self.upstream_chunks(upstream, keepalive):
+                if chunk is None:
+                    await response.write(b'event: ping\ndata: {"type":"ping"}\n\n')
+                    continue
+                out = bytearray()
+                for event in decoder.feed(chunk):
+                    forwarded = self.tap_passthrough_event(event, protocol, hide_usage_chunk)
+                    if forwarded is not None:
+                        out += forwarded
+                    if self._stream_error is not None:
+                        error = self._stream_error
+                    if event.data == "[DONE]" or event.event == "message_stop":
+                        finished = True
+                if out:
+                    await response.write(bytes(out))
+            if not finished and error is None:
+                error = "the upstream closed the stream before it finished"
+                await response.write(self.passthrough_error_event(protocol, 502, error))
+        except (ConnectionResetError, asyncio.CancelledError) as exc:
+            self.record.finish(499, "client closed the connection mid-stream")
+            upstream.close()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return response
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            error = self.describe_stream_failure(attempt, exc)
+            await self.try_write(response, self.passthrough_error_event(protocol, 502, error))
+        finally:
+            upstream.release()
+        self.record.finish(200, error)
+        await self.try_eof(response)
+        return response
+
+    _stream_error: str | None = None
+
+    def tap_passthrough_event(
+        self, event: SSEEvent, protocol: Protocol, hide_usage_chunk: bool
+    ) -> bytes | None:
+        """Read usage and errors off a relayed event; return the bytes to forward, if any."""
+        data = event.data
+        if data == "[DONE]" or not data:
+            return encode_raw_event(event)
+        if protocol == "openai":
+            if '"usage"' in data or '"error"' in data:
+                try:
+                    obj = json.loads(data)
+                except ValueError:
+                    return encode_raw_event(event)
+                if isinstance(obj, dict):
+                    if obj.get("error"):
+                        self._stream_error = extract_error_message(obj, "upstream stream error")
+                    self.read_usage(obj, "openai")
+                    if hide_usage_chunk and obj.get("usage") and not obj.get("choices"):
+                        return None
+            return encode_raw_event(event)
+        kind = event.event
+        if kind in ("message_start", "message_delta", "error"):
+            try:
+                obj = json.loads(data)
+            except ValueError:
+                return encode_raw_event(event)
+            if kind == "message_start" and isinstance(obj, dict):
+                message = obj.get("message")
+                if isinstance(message, dict):
+                    self.read_usage(message, "anthropic")
+                    if message.get("model") != self.requested_model:
+                        message["model"] = self.requested_model
+                        return encode_raw_event(SSEEvent(kind, json.dumps(obj)))
+            elif kind == "message_delta":
+                self.read_usage(obj, "anthropic")
+            elif kind == "error":
+                self._stream_error = extract_error_message(obj, "upstream stream error")
+        return encode_raw_event(event)
+
+    def passthrough_error_event(self, protocol: Protocol, status: int, message: str) -> bytes:
+        if protocol == "anthropic":
+            body = error_body(Dialect.ANTHROPIC, status, message)
+            return encode_raw_event(SSEEvent("error", json.dumps(body)))
+        body = error_body(Dialect.OPENAI, status, message)
+        return encode_raw_event(SSEEvent(None, json.dumps(body)))
+
+    def describe_stream_failure(self, attempt: Attempt, exc: BaseException) -> str:
+        name = attempt.route.provider.name
+        if isinstance(exc, TimeoutError):
+            return f"provider '{name}' went silent mid-stream (read timeout)"
+        return f"provider '{name}' broke off the stream: {type(exc).__name__}: {exc}"
+
+    async def relay_translated(self, attempt: Attempt) -> web.StreamResponse:
+        upstream = attempt.response
+        up_is_anthropic = attempt.route.provider.protocol == "anthropic"
+        decoder: Any = (
+            anthropic_codec.StreamDecoder() if up_is_anthropic else openai_codec.StreamDecoder()
+        )
+        encoder: Any
+        if self.dialect is Dialect.ANTHROPIC:
+            encoder = anthropic_codec.StreamEncoder(
+                self.requested_model, estimate_request_tokens(self.decoded())
+            )
+            keepalive: float | None = KEEPALIVE_SECONDS
+        else:
+            encoder = openai_codec.StreamEncoder(
+                self.requested_model, include_usage=self.client_wants_usage()
+            )
+            keepalive = None
+        sse = SSEDecoder()
+        response = await self.open_stream()
+        error: str | None = None
+        saw_finish = False
+
+        def translate(events: list[ir.StreamEvent]) -> bytes:
+            nonlocal error, saw_finish
+            out = bytearray()
+            for ev in events:
+                if isinstance(ev, ir.UsageUpdate):
+                    self.set_usage(ev.usage)
+                elif isinstance(ev, ir.StreamFinish):
+                    saw_finish = True
+                    if ev.usage is not None:
+                        self.set_usage(ev.usage)
+                elif isinstance(ev, ir.StreamError):
+                    error = ev.message
+                out += encoder.feed(ev)
+            return bytes(out)
+
+        try:
+            async for chunk in self.upstream_chunks(upstream, keepalive):
+                if chunk is None:
+                    await response.write(encoder.ping())
+                    continue
+                out = bytearray()
+                for event in sse.feed(chunk):
+                    out += translate(decoder.feed(event))
+                if out:
+                    await response.write(bytes(out))
+            tail = bytearray()
+            for event in sse.close():
+                tail += translate(decoder.feed(event))
+            tail += translate(decoder.close())
+            if not saw_finish and error is None:
+                error = "the upstream closed the stream before it finished"
+                tail += encoder.feed(ir.StreamError(status=502, message=error))
+            tail += encoder.close()
+            if tail:
+                await response.write(bytes(tail))
+        except (ConnectionResetError, asyncio.CancelledError) as exc:
+            self.record.finish(499, "client closed the connection mid-stream")
+            upstream.close()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return response
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            error = self.describe_stream_failure(attempt, exc)
+            tail = encoder.feed(ir.StreamError(status=502, message=error)) + encoder.close()
+            await self.try_write(response, tail)
+        finally:
+            upstream.release()
+        self.record.finish(200, error)
+        await self.try_eof(response)
+        return response
+
+    @staticmethod
+    async def try_write(response: web.StreamResponse, data: bytes) -> None:
+        with contextlib.suppress(ConnectionResetError):
+            await response.write(data)
+
+    @staticmethod
+    async def try_eof(response: web.StreamResponse) -> None:
+        with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
+
+
+def encode_raw_event(event: SSEEvent) -> bytes:
+    lines = []
+    if event.event:
+        lines.append(f"event: {event.event}")
+    lines.extend(f"data: {line}" for line in event.data.split("\n"))
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+ExchangeFactory = Callable[..., Exchange]

@@ -1,0 +1,311 @@
+"""HTTP routes. Each handler validates the edge, resolves the model and hands over to Exchange."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+
+from desktop_proxy._version import __version__
+from desktop_proxy.history.record import RequestRecord
+from desktop_proxy.protocols import anthropic as anthropic_codec
+from desktop_proxy.protocols.errors import ProtocolError
+from desktop_proxy.protocols.tokens import estimate_request_tokens
+from desktop_proxy.routing import Route, UnknownModelError
+from desktop_proxy.server.dialects import Dialect, GatewayHTTPError
+from desktop_proxy.server.exchange import Exchange
+from desktop_proxy.server.middleware import ACCESS_KEY_NAME
+from desktop_proxy.server.state import STATE, GatewayState
+from desktop_proxy.server.upstream import Endpoint
+
+log = logging.getLogger("desktop_proxy.requests")
+
+PREFIXES = ("", "/openai", "/anthropic")
+
+
+async def root(request: web.Request) -> web.Response:
+    return web.Response(text=f"desktop-proxy {__version__} is running. See /health.\n")
+
+
+async def health(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    cooling = state.health.cooling_providers()
+    providers = [
+        {
+            "name": p.name,
+            "kind": p.kind,
+            "protocol": p.protocol,
+            "enabled": p.enabled,
+            "models": len(p.models),
+            "status": "cooldown" if p.name in cooling else ("ok" if p.enabled else "disabled"),
+        }
+        for p in state.config.providers
+    ]
+    return web.json_response(
+        {
+            "status": "degraded" if cooling else "ok",
+            "version": __version__,
+            "uptime": round(state.uptime, 3),
+            "accessKeyRequired": not state.open_access,
+            "providers": providers,
+        }
+    )
+
+
+async def list_models(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    created = int(state.started_at)
+    data = [
+        {
+            "id": entry.id,
+            "object": "model",
+            "created": created,
+            "owned_by": entry.owned_by,
+            # Anthropic's list shape, so Claude Code's model discovery reads the same list.
+            "type": "model",
+            "display_name": entry.id,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created)),
+        }
+        for entry in state.router.list_models()
+    ]
+    return web.json_response(
+        {
+            "object": "list",
+            "data": data,
+            "has_more": False,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+        }
+    )
+
+
+# --- the API routes --------------------------------------------------------------------------
+
+
+def new_record(request: web.Request, client_api: str) -> RequestRecord:
+    headers = request.headers
+    client = headers.get("User-Agent")
+    app = headers.get("x-app")
+    return RequestRecord(
+        client_api=client_api,
+        path=request.path,
+        client=f"{client} ({app})" if client and app else (client or app),
+        session_id=headers.get("X-Claude-Code-Session-Id"),
+        access_key=request.get(ACCESS_KEY_NAME),
+    )
+
+
+async def read_json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        limit = request.app[STATE].config.server.max_body_bytes
+        raise GatewayHTTPError(
+            413,
+            f"Request body is larger than the gateway's limit of {limit // (1024 * 1024)} MiB "
+            "(server.maxBodyBytes in config.json).",
+            type="request_too_large",
+        ) from exc
+    if not raw:
+        raise GatewayHTTPError(400, "Request body is empty; expected a JSON object.")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise GatewayHTTPError(400, f"Request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise GatewayHTTPError(
+            400, f"Request body must be a JSON object, got {type(body).__name__}."
+        )
+    return body
+
+
+def require_model(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise GatewayHTTPError(
+            400, "'model' is required and must be a non-empty string.", param="model"
+        )
+    return model
+
+
+def require_list(body: dict[str, Any], name: str) -> None:
+    value = body.get(name)
+    if not isinstance(value, list) or not value:
+        raise GatewayHTTPError(
+            400, f"'{name}' is required and must be a non-empty array.", param=name
+        )
+
+
+def stream_flag(body: dict[str, Any]) -> bool:
+    value = body.get("stream", False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise GatewayHTTPError(400, "'stream' must be true or false.", param="stream")
+    return value
+
+
+def resolve_routes(
+    state: GatewayState, model: str, *, protocols: tuple[str, ...] = ()
+) -> list[Route]:
+    try:
+        routes = state.router.candidates(model)
+    except UnknownModelError as exc:
+        raise GatewayHTTPError(404, exc.message, code="model_not_found", param="model") from exc
+    if protocols:
+        routes = [r for r in routes if r.provider.protocol in protocols]
+        if not routes:
+            raise GatewayHTTPError(
+                400,
+                f"Model '{model}' is served by a provider that does not offer this endpoint.",
+                param="model",
+            )
+    return routes
+
+
+async def run_exchange(
+    request: web.Request,
+    dialect: Dialect,
+    endpoint: Endpoint,
+    client_api: str,
+) -> web.StreamResponse:
+    state = request.app[STATE]
+    rec = new_record(request, client_api)
+    try:
+        body = await read_json_body(request)
+        model = require_model(body)
+        rec.requested_model = model
+        if endpoint == "chat" or endpoint == "messages":
+            require_list(body, "messages")
+        elif endpoint == "embeddings" and "input" not in body:
+            raise GatewayHTTPError(400, "'input' is required.", param="input")
+        stream = stream_flag(body) if endpoint in ("chat", "messages") else False
+        rec.stream = stream
+        routes = resolve_routes(
+            state, model, protocols=("openai",) if endpoint == "embeddings" else ()
+        )
+        exchange = Exchange(
+            request=request,
+            state=state,
+            record=rec,
+            dialect=dialect,
+            body=body,
+            routes=routes,
+            stream=stream,
+            endpoint=endpoint,
+            requested_model=model,
+        )
+        response = await exchange.run()
+        if rec.status == 0:
+            rec.finish(response.status)
+        return response
+    except GatewayHTTPError as exc:
+        rec.finish(exc.status, exc.message)
+        raise
+    except asyncio.CancelledError:
+        if rec.status == 0:
+            rec.finish(499, "client closed the connection")
+        raise
+    except Exception as exc:
+        rec.finish(500, f"internal error: {type(exc).__name__}")
+        raise
+    finally:
+        log_request(rec)
+        state.recorder.record(rec)
+
+
+def log_request(rec: RequestRecord) -> None:
+    target = f"{rec.provider}:{rec.model}" if rec.provider else "-"
+    log.info(
+        "%s %s %s -> %s %d %.0fms%s%s",
+        rec.client_api,
+        rec.requested_model or "-",
+        "stream" if rec.stream else "whole",
+        target,
+        rec.status,
+        rec.duration_ms or 0.0,
+        f" tokens={rec.input_tokens}/{rec.output_tokens}" if rec.input_tokens is not None else "",
+        f" error={rec.error!r}" if rec.error else "",
+    )
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await run_exchange(request, Dialect.OPENAI, "chat", "openai-chat")
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    return await run_exchange(request, Dialect.OPENAI, "embeddings", "openai-embeddings")
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    return await run_exchange(request, Dialect.ANTHROPIC, "messages", "anthropic")
+
+
+async def count_tokens(request: web.Request) -> web.StreamResponse:
+    """Forwarded to Anthropic upstreams; counted locally for everything else. Never a 404."""
+    state = request.app[STATE]
+    body = await read_json_body(request)
+    model = require_model(body)
+    require_list(body, "messages")
+    routes = resolve_routes(state, model)
+    anthropic_routes = [r for r in routes if r.provider.protocol == "anthropic"]
+    if anthropic_routes:
+        rec = new_record(request, "anthropic-count-tokens")
+        rec.requested_model = model
+        exchange = Exchange(
+            request=request,
+            state=state,
+            record=rec,
+            dialect=Dialect.ANTHROPIC,
+            body=body,
+            routes=anthropic_routes,
+            stream=False,
+            endpoint="count_tokens",
+            requested_model=model,
+        )
+        try:
+            return await exchange.run()
+        except GatewayHTTPError:
+            pass  # an auxiliary count must not fail the client: estimate instead
+    counted = dict(body)
+    counted.setdefault("max_tokens", 1)
+    try:
+        decoded = anthropic_codec.decode_request(counted)
+    except ProtocolError as exc:
+        raise GatewayHTTPError(exc.status, str(exc), param=exc.param) from exc
+    return web.json_response({"input_tokens": estimate_request_tokens(decoded)})
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/", root)
+    app.router.add_get("/health", health, allow_head=True)
+    for prefix in PREFIXES:
+        app.router.add_get(f"{prefix}/v1/models", list_models, allow_head=False)
+        app.router.add_get(f"{prefix}/models", list_models, allow_head=False)
+        app.router.add_post(f"{prefix}/v1/chat/completions", chat_completions)
+        app.router.add_post(f"{prefix}/chat/completions", chat_completions)
+        app.router.add_post(f"{prefix}/v1/embeddings", embeddings)
+        app.router.add_post(f"{prefix}/embeddings", embeddings)
+        app.router.add_post(f"{prefix}/v1/messages", messages)
+        app.router.add_post(f"{prefix}/v1/messages/count_tokens", count_tokens)
+        # Everything is registered per prefix so CORS preflights reach the guard middleware.
+        for path in (
+            "/v1/models",
+            "/models",
+            "/v1/chat/completions",
+            "/chat/completions",
+            "/v1/embeddings",
+            "/embeddings",
+            "/v1/messages",
+            "/v1/messages/count_tokens",
+        ):
+            app.router.add_route("OPTIONS", prefix + path, _preflight_fallback)
+
+
+async def _preflight_fallback(request: web.Request) -> web.Response:
+    # The guard middleware answers preflights; reaching here means the guard let it through.
+    return web.Response(status=204)

@@ -1,0 +1,271 @@
+"""Talking to upstreams: URLs, auth headers, timeouts, and failover before the first byte."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from desktop_proxy._version import __version__
+from desktop_proxy.config.models import ProviderConfig, Timeouts
+from desktop_proxy.config.secrets import key_id
+from desktop_proxy.routing import Route
+from desktop_proxy.server.health import HealthBook, retry_after_seconds
+
+log = logging.getLogger(__name__)
+
+Endpoint = Literal["chat", "messages", "count_tokens", "embeddings", "models", "responses"]
+
+_OPENAI_PATHS: dict[str, str] = {
+    "chat": "/chat/completions",
+    "embeddings": "/embeddings",
+    "models": "/models",
+    "responses": "/responses",
+}
+_ANTHROPIC_PATHS: dict[str, str] = {
+    "messages": "/v1/messages",
+    "count_tokens": "/v1/messages/count_tokens",
+    "models": "/v1/models",
+}
+
+# Statuses worth another key or provider: rate limits, overload, and server faults.
+RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+# Statuses that say this key is bad; another key of the same provider may still work.
+KEY_STATUSES = frozenset({401, 402, 403})
+ANTHROPIC_VERSION = "2023-06-01"
+
+
+class UpstreamUnavailable(Exception):
+    """No upstream could be reached (connection refused, DNS, timeout...)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(slots=True)
+class UpstreamFailure(Exception):
+    """Every attempt answered with an error status; the last answer is kept to pass on."""
+
+    status: int
+    body: bytes
+    headers: Mapping[str, str]
+    provider: str
+
+
+@dataclass(slots=True)
+class Attempt:
+    route: Route
+    key_index: int
+    key: str | None
+    response: aiohttp.ClientResponse
+
+    @property
+    def key_id(self) -> str | None:
+        return key_id(self.key) if self.key else None
+
+
+def is_loopback_url(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def upstream_url(provider: ProviderConfig, endpoint: Endpoint, model: str) -> str:
+    base = provider.base_url.rstrip("/")
+    if provider.protocol == "anthropic":
+        if base.endswith("/v1"):
+            base = base[: -len("/v1")]
+        return base + _ANTHROPIC_PATHS[endpoint]
+    if provider.kind == "azure" and not base.endswith("/openai/v1"):
+        deployment = provider.deployments.get(model, model)
+        version = provider.api_version or "2024-10-21"
+        return (
+            f"{base}/openai/deployments/{deployment}{_OPENAI_PATHS[endpoint]}?api-version={version}"
+        )
+    return base + _OPENAI_PATHS[endpoint]
+
+
+def upstream_headers(
+    provider: ProviderConfig,
+    key: str | None,
+    *,
+    client_headers: Mapping[str, str] | None = None,
+    stream: bool = False,
+) -> dict[str, str]:
+    headers: dict[str, str] = {
+        "Content-Type": "application/json",
+        "User-Agent": f"desktop-proxy/{__version__}",
+    }
+    if stream:
+        headers["Accept"] = "text/event-stream"
+        # Compression makes proxies and servers hold bytes back; streams should flow.
+        headers["Accept-Encoding"] = "identity"
+    if key:
+        if provider.auth == "bearer":
+            headers["Authorization"] = f"Bearer {key}"
+        elif provider.auth == "x-api-key":
+            headers["x-api-key"] = key
+        elif provider.auth == "api-key":
+            headers["api-key"] = key
+    if provider.protocol == "anthropic":
+        client = client_headers or {}
+        headers["anthropic-version"] = client.get("anthropic-version", ANTHROPIC_VERSION)
+        beta = client.get("anthropic-beta")
+        if beta:
+            headers["anthropic-beta"] = beta
+    headers.update(provider.headers)
+    return headers
+
+
+class UpstreamClient:
+    """Owns the connection pools. One per running gateway."""
+
+    def __init__(self, timeouts: Timeouts) -> None:
+        self._timeouts = timeouts
+        connector_args = {"limit": 256, "limit_per_host": 64, "ttl_dns_cache": 300}
+        # Loopback upstreams (Ollama, LM Studio) must never go through HTTP(S)_PROXY.
+        self._direct = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(**connector_args),  # type: ignore[arg-type]
+            trust_env=False,
+            auto_decompress=True,
+        )
+        self._proxied = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(**connector_args),  # type: ignore[arg-type]
+            trust_env=True,
+            auto_decompress=True,
+        )
+
+    async def close(self) -> None:
+        await asyncio.gather(self._direct.close(), self._proxied.close())
+
+    def timeout_for(self, provider: ProviderConfig) -> aiohttp.ClientTimeout:
+        read = provider.timeout if provider.timeout is not None else self._timeouts.read
+        return aiohttp.ClientTimeout(total=None, connect=self._timeouts.connect, sock_read=read)
+
+    async def post(
+        self,
+        provider: ProviderConfig,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+    ) -> aiohttp.ClientResponse:
+        session = self._direct if is_loopback_url(url) else self._proxied
+        try:
+            return await session.post(
+                url, data=body, headers=dict(headers), timeout=self.timeout_for(provider)
+            )
+        except TimeoutError as exc:
+            raise UpstreamUnavailable(
+                504, f"provider '{provider.name}' did not answer in time ({url_host(url)})"
+            ) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise UpstreamUnavailable(
+                502,
+                f"provider '{provider.name}' is unreachable at {url_host(url)}: "
+                f"{exc.os_error.strerror or exc.os_error}",
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnavailable(
+                502, f"provider '{provider.name}' failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def get(
+        self, provider: ProviderConfig, url: str, headers: Mapping[str, str]
+    ) -> aiohttp.ClientResponse:
+        session = self._direct if is_loopback_url(url) else self._proxied
+        try:
+            return await session.get(url, headers=dict(headers), timeout=self.timeout_for(provider))
+        except TimeoutError as exc:
+            raise UpstreamUnavailable(504, f"provider '{provider.name}' timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnavailable(
+                502, f"provider '{provider.name}' is unreachable at {url_host(url)}: {exc}"
+            ) from exc
+
+
+def url_host(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+KeyLookup = Callable[[ProviderConfig, int], Awaitable[str | None]]
+Send = Callable[[Route, str | None], Awaitable[aiohttp.ClientResponse]]
+
+
+async def send_with_failover(
+    routes: list[Route],
+    send: Send,
+    resolve_key: KeyLookup,
+    health: HealthBook,
+    *,
+    auxiliary: bool = False,
+) -> Attempt:
+    """Try each (route, key) until one answers 2xx or a non-retryable error.
+
+    Retrying only happens before the first byte reaches the client, so it is always safe.
+    `auxiliary` requests (count_tokens, model lists) never put a provider into cooldown.
+
+    Raises:
+        UpstreamFailure: every attempt answered with an error status (the last one is kept).
+        UpstreamUnavailable: no attempt reached an upstream at all.
+    """
+    last_failure: UpstreamFailure | None = None
+    last_unavailable: UpstreamUnavailable | None = None
+    ordered = [r for r in routes if not health.provider_cooling(r.provider.name)]
+    ordered += [r for r in routes if health.provider_cooling(r.provider.name)]
+    for route in ordered:
+        provider = route.provider
+        key_count = max(1, len(provider.api_keys)) if provider.requires_key else 1
+        for index in health.key_order(provider.name, key_count):
+            key = await resolve_key(provider, index) if provider.requires_key else None
+            try:
+                response = await send(route, key)
+            except UpstreamUnavailable as exc:
+                log.warning("upstream %s unavailable: %s", provider.name, exc.message)
+                last_unavailable = exc
+                if not auxiliary:
+                    health.fail_provider(provider.name, exc.message)
+                break  # the whole provider is down; the next key will not help
+            status = response.status
+            if status < 400:
+                if not auxiliary:
+                    health.succeed(provider.name, index)
+                return Attempt(route, index, key, response)
+            body = await response.read()
+            response.release()
+            failure = UpstreamFailure(status, body, dict(response.headers), provider.name)
+            retryable = status in RETRYABLE_STATUSES or status in KEY_STATUSES
+            if not retryable:
+                raise failure
+            last_failure = failure
+            wait = retry_after_seconds(
+                response.headers.get("retry-after"), response.headers.get("retry-after-ms")
+            )
+            log.warning(
+                "upstream %s answered %d (key …%s); trying the next option",
+                provider.name,
+                status,
+                key_id(key) if key else "-",
+            )
+            if not auxiliary:
+                health.fail_key(provider.name, index, f"HTTP {status}", wait)
+                if status >= 500 and status not in KEY_STATUSES:
+                    health.fail_provider(provider.name, f"HTTP {status}", wait)
+                    break
+    if last_failure is not None:
+        raise last_failure
+    if last_unavailable is not None:
+        raise last_unavailable
+    raise UpstreamUnavailable(503, "no provider is available for this model")

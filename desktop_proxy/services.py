@@ -1,0 +1,126 @@
+"""The one facade the CLI and the tray both drive: config, secrets, the gateway, (later) history.
+
+Nothing here imports Qt. The GUI observes state through plain callbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets as pysecrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from desktop_proxy.config.loader import load_config, load_or_create
+from desktop_proxy.config.models import AppConfig
+from desktop_proxy.config.secrets import SecretResolver
+from desktop_proxy.errors import InsecureBindError
+from desktop_proxy.history.record import CallbackRecorder, RequestRecord
+from desktop_proxy.paths import AppPaths
+from desktop_proxy.server.runner import GatewayServer
+from desktop_proxy.server.state import (
+    GatewayState,
+    ResolvedAccessKey,
+    Restrictions,
+    is_loopback_host,
+)
+
+log = logging.getLogger(__name__)
+
+
+def generate_access_key() -> str:
+    return "dp-" + pysecrets.token_urlsafe(24)
+
+
+@dataclass(slots=True)
+class GatewayOptions:
+    """Per-run overrides from the command line (or the tray)."""
+
+    host: str | None = None
+    port: int | None = None
+    access_keys: Sequence[ResolvedAccessKey] = ()
+    only_providers: Sequence[str] | None = None
+    only_models: Sequence[str] | None = None
+    history: bool | None = None
+    allow_insecure_remote: bool = False
+    shutdown_timeout: float = 5.0
+
+
+@dataclass
+class Services:
+    paths: AppPaths
+    config_file: Path | None = None
+    secrets: SecretResolver = field(default_factory=SecretResolver)
+    config: AppConfig | None = None
+    created_config: bool = False
+    gateway: GatewayServer | None = None
+    record_listeners: list[Callable[[RequestRecord], None]] = field(default_factory=list)
+
+    @property
+    def config_path(self) -> Path:
+        return self.config_file or self.paths.config_file
+
+    def load_config(self) -> AppConfig:
+        """Read the config file; a missing default file is created with the first-run default.
+
+        Raises:
+            ConfigError: the file is unreadable or invalid (the message names key paths).
+        """
+        if self.config_file is not None:
+            self.config = load_config(self.config_file)
+            self.created_config = False
+        else:
+            self.config, self.created_config = load_or_create(
+                self.paths.config_file, write_default=True
+            )
+        return self.config
+
+    async def resolve_access_keys(self, config: AppConfig) -> list[ResolvedAccessKey]:
+        keys = []
+        for i, entry in enumerate(config.access_keys):
+            value = await self.secrets.resolve(entry.key, where=f"accessKeys[{i}].key")
+            keys.append(ResolvedAccessKey(entry.name, value))
+        return keys
+
+    async def start_gateway(self, options: GatewayOptions | None = None) -> GatewayServer:
+        """Start listening. Raises PortInUseError, InsecureBindError, ConfigError, SecretError."""
+        opts = options or GatewayOptions()
+        config = self.config or self.load_config()
+        host = opts.host or config.server.host
+        port = config.server.port if opts.port is None else opts.port
+        access_keys = [*await self.resolve_access_keys(config), *opts.access_keys]
+        insecure_ok = opts.allow_insecure_remote or config.server.allow_insecure_remote
+        if not is_loopback_host(host) and not access_keys and not insecure_ok:
+            raise InsecureBindError(
+                f"Refusing to listen on {host} without an access key: anyone who can reach this "
+                "machine could spend your provider keys. Add an access key (serve -k KEY, "
+                "serve -g, or accessKeys in config.json), or pass --insecure-no-auth if you "
+                "really mean to serve an open gateway on your network."
+            )
+        recorder = CallbackRecorder(self.record_listeners)
+        state = GatewayState(
+            config=config,
+            secrets=self.secrets,
+            access_keys=access_keys,
+            bind_host=host,
+            restrictions=Restrictions(opts.only_providers, opts.only_models),
+            recorder=recorder,
+        )
+        server = GatewayServer(state, host, port, shutdown_timeout=opts.shutdown_timeout)
+        await server.start()
+        self.gateway = server
+        return server
+
+    async def stop_gateway(self) -> None:
+        server, self.gateway = self.gateway, None
+        if server is not None:
+            await server.stop()
+
+    async def reload_config(self) -> AppConfig:
+        """Re-read the config file and apply it without dropping in-flight requests."""
+        config = await asyncio.to_thread(self.load_config)
+        if self.gateway is not None:
+            keys = await self.resolve_access_keys(config)
+            self.gateway.state.apply_config(config, keys)
+        return config
