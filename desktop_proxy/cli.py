@@ -106,7 +106,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"desktop-proxy: {exc}", file=sys.stderr)
         return EXIT_ERROR
     parser.error(f"unknown command {args.command}")
-    return EXIT_ERROR
 
 
 # --- serve -----------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -14,7 +15,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not wants_gui:
         return cli.main(args)
     try:
-        from desktop_proxy.gui import app as gui_app
+        # Qt is imported only here, so headless commands never load it.
+        gui_app = importlib.import_module("desktop_proxy.gui.app")
     except ImportError as exc:
         print(
             f"desktop-proxy: the tray app is not available ({exc}); running headless.",
@@ -22,4 +24,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
         return cli.main(["serve", *args])
-    return gui_app.run(args)
+    run: Callable[[list[str]], int] = gui_app.run
+    return run(args)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from time import perf_counter
+from time import time as wall_clock
 from typing import Any, Protocol
 
 
@@ -16,7 +17,7 @@ def new_request_id() -> str:
 @dataclass(slots=True)
 class RequestRecord:
     id: str = field(default_factory=new_request_id)
-    time: float = field(default_factory=time.time)
+    time: float = field(default_factory=wall_clock)
     client_api: str = ""  # anthropic | openai-chat | openai-embeddings | openai-responses
     path: str = ""
     client: str | None = None  # user agent / x-app
@@ -41,18 +42,18 @@ class RequestRecord:
     cost_usd: float | None = None
     request_body: bytes | None = None
     response_body: bytes | None = None
-    _start: float = field(default_factory=time.perf_counter, repr=False)
+    _start: float = field(default_factory=perf_counter, repr=False)
 
     def mark_first_byte(self) -> None:
         if self.ttfb_ms is None:
-            self.ttfb_ms = (time.perf_counter() - self._start) * 1000
+            self.ttfb_ms = (perf_counter() - self._start) * 1000
 
     def finish(self, status: int, error: str | None = None) -> None:
         self.status = status
         self.ok = 200 <= status < 400 and error is None
         if error is not None:
             self.error = error
-        self.duration_ms = (time.perf_counter() - self._start) * 1000
+        self.duration_ms = (perf_counter() - self._start) * 1000
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

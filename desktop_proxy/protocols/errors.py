@@ -14,10 +14,21 @@ __all__ = [
     "anthropic_error_body",
     "anthropic_error_type",
     "anthropic_status_for_upstream",
+    "as_object",
     "extract_error_message",
     "is_quota_error",
     "openai_error_body",
     "openai_status_for_upstream",
+    "optional_bool",
+    "optional_dict",
+    "optional_int",
+    "optional_list",
+    "optional_number",
+    "optional_str",
+    "require_dict",
+    "require_int",
+    "require_list",
+    "require_str",
     "status_for_anthropic_error_type",
 ]
 
@@ -202,3 +213,128 @@ def _message_from_text(text: str, depth: int) -> str | None:
             return stripped
         return _find_message(parsed, depth + 1)
     return stripped or None
+
+
+# --- field readers for decoders -------------------------------------------------------------
+# Each returns the typed value of `obj[key]` or raises ProtocolError naming the field path,
+# e.g. "messages[2].content[0].text: required string". Decoders of upstream bodies pass paths
+# starting with "upstream", so a malformed upstream answer is a 502, not blamed on the client.
+
+
+def _type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _status_for(path: str) -> int:
+    return 502 if path.startswith("upstream") else 400
+
+
+def _field_error(obj: dict[str, Any], key: str, path: str, kind: str) -> ProtocolError:
+    name = f"{path}.{key}" if path else key
+    value = obj.get(key)
+    if value is None:
+        return ProtocolError(f"{name}: required {kind}", name, _status_for(path))
+    article = "an" if kind[0] in "aeiou" else "a"
+    message = f"{name}: must be {article} {kind}, got {_type_name(value)}"
+    return ProtocolError(message, name, _status_for(path))
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def require_str(obj: dict[str, Any], key: str, path: str = "") -> str:
+    value = obj.get(key)
+    if isinstance(value, str):
+        return value
+    raise _field_error(obj, key, path, "string")
+
+
+def optional_str(obj: dict[str, Any], key: str, path: str = "") -> str | None:
+    value = obj.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise _field_error(obj, key, path, "string")
+
+
+def require_int(obj: dict[str, Any], key: str, path: str = "") -> int:
+    value = obj.get(key)
+    if isinstance(value, int) and _is_int(value):
+        return value
+    raise _field_error(obj, key, path, "integer")
+
+
+def optional_int(obj: dict[str, Any], key: str, path: str = "") -> int | None:
+    value = obj.get(key)
+    if value is None or (isinstance(value, int) and _is_int(value)):
+        return value
+    raise _field_error(obj, key, path, "integer")
+
+
+def optional_number(obj: dict[str, Any], key: str, path: str = "") -> float | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    raise _field_error(obj, key, path, "number")
+
+
+def optional_bool(obj: dict[str, Any], key: str, path: str = "") -> bool | None:
+    value = obj.get(key)
+    if value is None or isinstance(value, bool):
+        return value
+    raise _field_error(obj, key, path, "boolean")
+
+
+def require_list(obj: dict[str, Any], key: str, path: str = "") -> list[Any]:
+    value = obj.get(key)
+    if isinstance(value, list):
+        return value
+    raise _field_error(obj, key, path, "array")
+
+
+def optional_list(obj: dict[str, Any], key: str, path: str = "") -> list[Any]:
+    """The list at `key`; an empty list when absent or null."""
+    value = obj.get(key)
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return value
+    raise _field_error(obj, key, path, "array")
+
+
+def require_dict(obj: dict[str, Any], key: str, path: str = "") -> dict[str, Any]:
+    value = obj.get(key)
+    if isinstance(value, dict):
+        return value
+    raise _field_error(obj, key, path, "object")
+
+
+def optional_dict(obj: dict[str, Any], key: str, path: str = "") -> dict[str, Any] | None:
+    value = obj.get(key)
+    if value is None or isinstance(value, dict):
+        return value
+    raise _field_error(obj, key, path, "object")
+
+
+def as_object(value: object, path: str) -> dict[str, Any]:
+    """`value` itself as a JSON object, or ProtocolError "<path>: must be an object"."""
+    if isinstance(value, dict):
+        return value
+    name = path or "body"
+    raise ProtocolError(
+        f"{name}: must be an object, got {_type_name(value)}", path or None, _status_for(path)
+    )

@@ -133,7 +133,7 @@ class Request:
     tools: list[ToolDef] = field(default_factory=list)
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
-    # "low" | "medium" | "high" | ...; set from Anthropic thinking/effort or OpenAI reasoning_effort.
+    # "low" | "medium" | "high" | ...; from Anthropic thinking/effort or OpenAI reasoning_effort.
     reasoning_effort: str | None = None
     # Anthropic thinking budget when the client gave one explicitly.
     thinking_budget: int | None = None

@@ -122,9 +122,7 @@ def output_limit_for(model: str, overrides: dict[str, int] | None = None) -> int
     return MODEL_OUTPUT_LIMITS[best] if best is not None else None
 
 
-def clamp_max_tokens(
-    requested: int, model: str, overrides: dict[str, int] | None = None
-) -> int:
+def clamp_max_tokens(requested: int, model: str, overrides: dict[str, int] | None = None) -> int:
     """`requested` lowered to the model's output limit (and raised to at least 1)."""
     limit = output_limit_for(model, overrides)
     value = requested if limit is None else min(requested, limit)
@@ -149,9 +147,7 @@ def _is_open_reasoning(model: str) -> bool:
     return any(marker in name for marker in _OPEN_REASONING_MARKERS)
 
 
-def traits_for(
-    kind: str, model: str, overrides: dict[str, int] | None = None
-) -> UpstreamTraits:
+def traits_for(kind: str, model: str, overrides: dict[str, int] | None = None) -> UpstreamTraits:
     """Traits for a provider preset kind and model; unknown kinds get a generic
     OpenAI-compatible profile (single leading system message, no extras)."""
     limit = output_limit_for(model, overrides)
@@ -390,9 +386,7 @@ def _gemini_type(
         out["nullable"] = True
 
 
-def _gemini_properties(
-    value: Any, definitions: dict[str, Any], depth: int
-) -> JSONObject:
+def _gemini_properties(value: Any, definitions: dict[str, Any], depth: int) -> JSONObject:
     if not isinstance(value, dict):
         return {}
     # Keys here are property names, not schema keywords: keep every one.
@@ -425,9 +419,11 @@ def _gemini_fix_required(out: JSONObject) -> None:
     if required is None:
         return
     props = out.get("properties", {})
-    kept = [name for name in required if isinstance(name, str) and name in props] if isinstance(
-        required, list
-    ) else []
+    kept = (
+        [name for name in required if isinstance(name, str) and name in props]
+        if isinstance(required, list)
+        else []
+    )
     if kept:
         out["required"] = list(dict.fromkeys(kept))
     else:

@@ -91,8 +91,10 @@ class SSEDecoder:
 def encode_sse(data: str | dict[str, Any], event: str | None = None) -> bytes:
     """Encodes one event; a dict is written as compact JSON, a multi-line string as several
     `data:` lines."""
-    text = data if isinstance(data, str) else json.dumps(
-        data, separators=(",", ":"), ensure_ascii=False
+    text = (
+        data
+        if isinstance(data, str)
+        else json.dumps(data, separators=(",", ":"), ensure_ascii=False)
     )
     head = f"event: {event}\n" if event is not None else ""
     body = "".join(f"data: {line}\n" for line in _LINE_END.split(text))

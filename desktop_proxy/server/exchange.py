@@ -240,9 +240,11 @@ class Exchange:
         if not isinstance(usage, dict):
             return
         if protocol == "openai":
-            self.set_usage(openai_codec.decode_usage(usage))
+            self.set_usage(openai_codec._decode_usage(usage))  # TODO public name
         else:
-            merged = anthropic_codec.decode_usage(usage, self._anthropic_usage)
+            merged = anthropic_codec._decode_usage(
+                usage, self._anthropic_usage or ir.Usage()
+            )  # TODO
             self._anthropic_usage = merged
             self.set_usage(merged)
 

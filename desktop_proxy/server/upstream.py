@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -39,6 +40,7 @@ RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 # Statuses that say this key is bad; another key of the same provider may still work.
 KEY_STATUSES = frozenset({401, 402, 403})
 ANTHROPIC_VERSION = "2023-06-01"
+_LARGE_BODY = 512 * 1024
 
 
 class UpstreamUnavailable(Exception):
@@ -163,8 +165,10 @@ class UpstreamClient:
     ) -> aiohttp.ClientResponse:
         session = self._direct if is_loopback_url(url) else self._proxied
         try:
+            # aiohttp copies large raw bodies on the loop (and warns); a buffer it reads in parts.
+            data: bytes | io.BytesIO = io.BytesIO(body) if len(body) > _LARGE_BODY else body
             return await session.post(
-                url, data=body, headers=dict(headers), timeout=self.timeout_for(provider)
+                url, data=data, headers=dict(headers), timeout=self.timeout_for(provider)
             )
         except TimeoutError as exc:
             raise UpstreamUnavailable(

@@ -23,6 +23,8 @@ def cli_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DESKTOP_PROXY")}
     env["DESKTOP_PROXY_HOME"] = str(home)
     env["PYTHONUNBUFFERED"] = "1"
+    # A subprocess must never reach the real OS keyring.
+    env["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"
     env.pop("OPENAI_API_KEY", None)
     return env
 
@@ -65,9 +67,14 @@ def serving(
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if proc.stderr is not None:
+            STDERR[proc.pid] = proc.stderr.read()
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+STDERR: dict[int, str] = {}  # what each `serving` process wrote to stderr, once it has exited
 
 
 def write_config(home: Path, data: object) -> Path:
@@ -108,8 +115,7 @@ def test_first_run_writes_default_ollama_config_and_says_how_to_add_providers(
         with urllib.request.urlopen(url + "/health", timeout=5) as resp:
             health = json.load(resp)
         assert [p["kind"] for p in health["providers"]] == ["ollama"]
-    assert proc.stderr is not None
-    err = proc.stderr.read()
+    err = STDERR[proc.pid]
     assert "No configuration found" in err and "To add providers, edit" in err
     config = tmp_path / "config" / "config.json"
     assert json.loads(config.read_text())["providers"][0]["kind"] == "ollama"

@@ -1,6 +1,7 @@
-"""pytest fixtures for the fake upstream. Import them into a conftest.py:
+"""pytest fixtures for the fake upstream.
 
-    from tests.fakes.fixtures import fake_upstream, make_fake_upstream  # noqa: F401
+Use them from a conftest.py with
+``from tests.fakes.fixtures import fake_upstream, make_fake_upstream  # noqa: F401``.
 """
 
 from __future__ import annotations

@@ -478,12 +478,14 @@ class Reply:
         message: str | None = None,
         type: str | None = None,
         code: str | None = None,
-        openai_status: int | None = 503,
+        openai_status: int | None = None,
         **options: Any,
     ) -> Reply:
         """Stream starts (200, opening frames, `after` content frames) then an error event and a
         clean close: Anthropic `event: error`, OpenAI `data: {"error":...}` (no [DONE]),
         Responses `response.failed`. A non-streamed request gets the HTTP error instead."""
+        if openai_status is None and status == 529:
+            openai_status = 503  # Anthropic's overloaded status is 503 on OpenAI routes
         spec = ErrorSpec(
             status=status, message=message, type=type, code=code, openai_status=openai_status
         )
@@ -2037,7 +2039,8 @@ def _validate_anthropic(body: dict[str, Any], *, count_tokens: bool) -> str | No
             ]
             if ids and i < last:
                 nxt = msgs[i + 1]
-                nblocks = nxt.get("content") if isinstance(nxt.get("content"), list) else []
+                nxt_content = nxt.get("content")
+                nblocks = nxt_content if isinstance(nxt_content, list) else []
                 results = {
                     b.get("tool_use_id")
                     for b in nblocks
@@ -2052,7 +2055,8 @@ def _validate_anthropic(body: dict[str, Any], *, count_tokens: bool) -> str | No
                     )
         elif m.get("role") == "user":
             prev = msgs[i - 1] if i > 0 else {}
-            pblocks = prev.get("content") if isinstance(prev.get("content"), list) else []
+            prev_content = prev.get("content")
+            pblocks = prev_content if isinstance(prev_content, list) else []
             prev_ids = (
                 {
                     b.get("id")
@@ -2127,8 +2131,8 @@ def _validate_openai(
             "empty_array",
         )
     expected: list[str] = []  # tool_call ids still waiting for a tool message
-    expected_from: int = -1
-    answered_ok = False
+    expected_from = -1
+    after_tool_calls = False  # right after an assistant message with tool_calls (or its tools)
     for i, m in enumerate(msgs):
         if not isinstance(m, dict):
             return (
@@ -2145,30 +2149,25 @@ def _validate_openai(
                 "invalid_value",
             )
         if role == "tool":
-            if m.get("tool_call_id") not in expected and not answered_ok:
+            if not after_tool_calls:
                 return (
                     "Invalid parameter: messages with role 'tool' must be a response to a "
                     "preceeding message with 'tool_calls'.",
                     f"messages.[{i}].role",
                     None,
                 )
-            if m.get("tool_call_id") in expected:
-                expected.remove(m.get("tool_call_id"))
+            tool_call_id = m.get("tool_call_id")
+            if isinstance(tool_call_id, str) and tool_call_id in expected:
+                expected.remove(tool_call_id)
             continue
         if expected:
-            return (
-                "An assistant message with 'tool_calls' must be followed by tool messages "
-                "responding to each 'tool_call_id'. The following tool_call_ids did not have "
-                f"response messages: {', '.join(expected)}",
-                f"messages.[{expected_from}].role",
-                None,
-            )
-        answered_ok = False
+            break
         calls = m.get("tool_calls") if role == "assistant" else None
+        after_tool_calls = False
         if isinstance(calls, list) and calls:
+            after_tool_calls = True
             expected = [str(c.get("id")) for c in calls if isinstance(c, dict)]
             expected_from = i
-            answered_ok = True
     if expected:
         return (
             "An assistant message with 'tool_calls' must be followed by tool messages responding "

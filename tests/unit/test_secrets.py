@@ -21,7 +21,7 @@ from desktop_proxy.config.secrets import (
     store_secret,
 )
 from desktop_proxy.errors import SecretError
-from tests.unit.memory_keyring import MemoryKeyring
+from tests.memory_keyring import MemoryKeyring
 
 WHERE = "providers[0].apiKeys[0]"
 

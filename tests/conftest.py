@@ -1,4 +1,4 @@
-"""Unit-test isolation: a fresh in-memory keyring and a throw-away DESKTOP_PROXY_HOME per test."""
+"""Test isolation: a fresh in-memory keyring and a throw-away DESKTOP_PROXY_HOME per test."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import keyring
 import keyring.core
 import pytest
 
-from tests.unit.memory_keyring import MemoryKeyring
+from tests.memory_keyring import MemoryKeyring
 
 
 @pytest.fixture(autouse=True)
@@ -31,3 +31,5 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("DESKTOP_PROXY_HOME", str(home))
     return home
+
+pytest_plugins = ["tests.fakes.fixtures"]
