@@ -253,6 +253,7 @@ def test_generated_key_is_printed_once_and_required(tmp_path: Path) -> None:
         with pytest.raises(urllib.error.HTTPError) as denied:
             urllib.request.urlopen(request, timeout=5)
         assert denied.value.code == 401
+        denied.value.close()
         request.add_header("Authorization", f"Bearer {key}")
         with urllib.request.urlopen(request, timeout=5) as resp:
             assert resp.status == 200
