@@ -410,7 +410,7 @@ def _gemini_fix_enum_and_format(out: JSONObject) -> None:
     fmt = out.get("format")
     if fmt is not None:
         allowed = _GEMINI_FORMATS.get(str(out.get("type")), frozenset())
-        if fmt not in allowed:
+        if not isinstance(fmt, str) or fmt not in allowed:
             del out["format"]
 
 

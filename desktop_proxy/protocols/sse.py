@@ -34,7 +34,9 @@ class SSEDecoder:
 
     def __init__(self) -> None:
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._tail = ""
+        # Text after the last line end, in pieces: a long line arriving in many reads is only
+        # joined once its end arrives (no quadratic re-scanning).
+        self._tail: list[str] = []
         self._event: str | None = None
         self._data: list[str] = []
         self._at_start = True
@@ -47,8 +49,8 @@ class SSEDecoder:
         """Flushes the stream end; an event not followed by a blank line is still dispatched."""
         events = self._feed_text(self._utf8.decode(b"", final=True), final=True)
         if self._tail:
-            self._take_line(self._tail, events)
-            self._tail = ""
+            self._take_line("".join(self._tail), events)
+            self._tail = []
         self._dispatch(events)
         return events
 
@@ -56,13 +58,18 @@ class SSEDecoder:
         if self._at_start and text:
             text = text.removeprefix("\ufeff")
             self._at_start = False
-        buffer = self._tail + text
+        if not final and "\n" not in text and "\r" not in text:
+            if text:
+                self._tail.append(text)
+            return []
+        buffer = "".join(self._tail) + text
         carry = ""
         # A CR at the end may be the first half of a CRLF split across reads.
         if buffer.endswith("\r") and not final:
             buffer, carry = buffer[:-1], "\r"
         lines = _LINE_END.split(buffer)
-        self._tail = lines.pop() + carry
+        last = lines.pop() + carry
+        self._tail = [last] if last else []
         events: list[SSEEvent] = []
         for line in lines:
             self._take_line(line, events)

@@ -28,7 +28,12 @@ from desktop_proxy.history.record import RequestRecord
 from desktop_proxy.protocols import anthropic as anthropic_codec
 from desktop_proxy.protocols import internal as ir
 from desktop_proxy.protocols import openai_chat as openai_codec
-from desktop_proxy.protocols.errors import ProtocolError, extract_error_message
+from desktop_proxy.protocols.errors import (
+    ProtocolError,
+    anthropic_status_for_upstream,
+    extract_error_message,
+    openai_status_for_upstream,
+)
 from desktop_proxy.protocols.quirks import traits_for
 from desktop_proxy.protocols.sse import SSEDecoder, SSEEvent
 from desktop_proxy.protocols.tokens import estimate_request_tokens
@@ -97,6 +102,8 @@ class Exchange:
         if provider.protocol == protocol_of(self.dialect):
             out = dict(self.body)
             out["model"] = route.upstream_model
+            if provider.protocol == "anthropic":
+                strip_unsigned_thinking(out)
             if (
                 self.stream
                 and provider.protocol == "openai"
@@ -113,7 +120,7 @@ class Exchange:
         req = self.decoded()
         try:
             if provider.protocol == "anthropic":
-                encoded = anthropic_codec.encode_request(req, route.upstream_model)
+                encoded = anthropic_codec.encode_request(req, route.upstream_model, traits=traits)
             else:
                 encoded = openai_codec.encode_request(req, route.upstream_model, traits=traits)
         except ProtocolError as exc:
@@ -166,11 +173,15 @@ class Exchange:
         except ValueError:
             parsed = exc.body.decode("utf-8", "replace")[:500]
         message = extract_error_message(parsed, f"HTTP {exc.status}")
+        if self.dialect is Dialect.ANTHROPIC:
+            status = anthropic_status_for_upstream(exc.status, parsed)
+        else:
+            status = openai_status_for_upstream(exc.status)
         headers = {
             k: v for k, v in exc.headers.items() if k.lower() in ("retry-after", "retry-after-ms")
         }
         return GatewayHTTPError(
-            exc.status,
+            status,
             f"{message} (from provider '{exc.provider}')",
             headers=headers or None,
         )
@@ -240,11 +251,9 @@ class Exchange:
         if not isinstance(usage, dict):
             return
         if protocol == "openai":
-            self.set_usage(openai_codec._decode_usage(usage))  # TODO public name
+            self.set_usage(openai_codec.decode_usage(usage))
         else:
-            merged = anthropic_codec._decode_usage(
-                usage, self._anthropic_usage or ir.Usage()
-            )  # TODO
+            merged = anthropic_codec.decode_usage(usage, self._anthropic_usage or ir.Usage())
             self._anthropic_usage = merged
             self.set_usage(merged)
 
@@ -456,6 +465,37 @@ class Exchange:
     async def try_eof(response: web.StreamResponse) -> None:
         with contextlib.suppress(ConnectionResetError):
             await response.write_eof()
+
+
+def strip_unsigned_thinking(body: dict[str, Any]) -> None:
+    """Drop thinking blocks Anthropic did not sign (P21), replacing `body["messages"]`.
+
+    Reasoning that came from another provider reaches Claude Code as thinking blocks with an
+    empty signature; sent back to a real Anthropic upstream after a model switch, they would
+    be rejected with a 400. Signed blocks are left byte-for-byte alone, and the client's own
+    message list is never modified (a failover route may still need that reasoning).
+    """
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return
+    changed = False
+    rebuilt: list[Any] = []
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list) and message.get("role") == "assistant":
+            kept = [block for block in content if not _unsigned_thinking(block)]
+            if len(kept) != len(content):
+                changed = True
+                message = {**message, "content": kept or [{"type": "text", "text": "(empty)"}]}
+        rebuilt.append(message)
+    if changed:
+        body["messages"] = rebuilt
+
+
+def _unsigned_thinking(block: object) -> bool:
+    return (
+        isinstance(block, dict) and block.get("type") == "thinking" and not block.get("signature")
+    )
 
 
 def encode_raw_event(event: SSEEvent) -> bytes:

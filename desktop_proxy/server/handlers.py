@@ -271,10 +271,8 @@ async def count_tokens(request: web.Request) -> web.StreamResponse:
             return await exchange.run()
         except GatewayHTTPError:
             pass  # an auxiliary count must not fail the client: estimate instead
-    counted = dict(body)
-    counted.setdefault("max_tokens", 1)
     try:
-        decoded = anthropic_codec.decode_request(counted)
+        decoded = anthropic_codec.decode_request(body, require_max_tokens=False)
     except ProtocolError as exc:
         raise GatewayHTTPError(exc.status, str(exc), param=exc.param) from exc
     return web.json_response({"input_tokens": estimate_request_tokens(decoded)})

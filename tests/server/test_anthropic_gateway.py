@@ -473,3 +473,57 @@ async def test_passthrough_non_streamed_with_anthropic_prefix(
         model="claude-haiku-4-5", max_tokens=100, messages=[{"role": "user", "content": "x"}]
     )
     assert message.content[0].type == "text" and message.content[0].text == "plain answer"
+
+
+async def test_passthrough_drops_thinking_blocks_anthropic_never_signed(
+    make_fake_upstream: Any, make_gateway: GatewayFactory
+) -> None:
+    """History from another provider (thinking with an empty signature) is stripped before it
+    reaches a real Anthropic upstream, while signed thinking blocks are kept as they are."""
+    fake = await make_fake_upstream()
+    gw = await make_gateway(anthropic_upstream_config(fake))
+    signed = {"type": "thinking", "thinking": "signed thought", "signature": "EqQBsig=="}
+    body = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 100,
+        "messages": [
+            {"role": "user", "content": "first"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "from deepseek", "signature": ""},
+                    {"type": "text", "text": "answer one"},
+                ],
+            },
+            {"role": "user", "content": "second"},
+            {"role": "assistant", "content": [signed, {"type": "text", "text": "answer two"}]},
+            {"role": "user", "content": "third"},
+        ],
+    }
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            gw.url + "/v1/messages", json=body, headers={"anthropic-version": "2023-06-01"}
+        ) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+    sent = fake.last_request
+    assert sent is not None
+    assert sent.json["messages"][1]["content"] == [{"type": "text", "text": "answer one"}]
+    assert sent.json["messages"][3]["content"][0] == signed
+
+
+async def test_openai_upstream_overload_reaches_claude_code_as_overloaded_error(
+    make_fake_upstream: Any, make_gateway: GatewayFactory, anthropic_client: Any
+) -> None:
+    """An OpenAI upstream's 503 becomes Anthropic's 529 overloaded_error, which clients back
+    off on."""
+    fake = await make_fake_upstream()
+    fake.script(Reply.error(503, "Service Unavailable"))
+    gw = await make_gateway(translated_config(fake))
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        await anthropic_client(gw).messages.create(
+            model="claude-opus-4-8", max_tokens=10, messages=[{"role": "user", "content": "x"}]
+        )
+    assert caught.value.status_code == 529
+    assert caught.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]

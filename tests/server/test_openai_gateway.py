@@ -370,11 +370,14 @@ async def test_access_keys_are_required_when_configured(
 
 
 async def post_raw(gw: Gateway, path: str, data: bytes, **headers: str) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as http, http.post(
-        gw.url + path,
-        data=io.BytesIO(data),
-        headers={"Content-Type": "application/json", **headers},
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            gw.url + path,
+            data=io.BytesIO(data),
+            headers={"Content-Type": "application/json", **headers},
+        ) as resp,
+    ):
         return resp.status, await resp.json(content_type=None)
 
 
