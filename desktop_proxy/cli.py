@@ -19,6 +19,8 @@ from desktop_proxy.config.models import AppConfig
 from desktop_proxy.config.presets import PRESETS
 from desktop_proxy.config.secrets import describe_ref
 from desktop_proxy.errors import DesktopProxyError, PortInUseError
+from desktop_proxy.history.cli import add_history_parser, run_history
+from desktop_proxy.launch.cli import add_launch_parser, run_launch
 from desktop_proxy.logs import configure_logging
 from desktop_proxy.paths import AppPaths
 from desktop_proxy.routing import ModelRouter
@@ -31,8 +33,13 @@ EXIT_PORT_IN_USE = 2
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a subcommand's own --config default must not erase one given before it.
     common.add_argument(
-        "--config", type=Path, metavar="FILE", help="use this config file instead of the default"
+        "--config",
+        type=Path,
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="use this config file instead of the default",
     )
     parser = argparse.ArgumentParser(
         prog="desktop-proxy",
@@ -83,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "providers", parents=[common], help="list provider presets and configured providers"
     )
+    add_launch_parser(sub, [common])
+    add_history_parser(sub, [common])
     return parser
 
 
@@ -92,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    services = Services(AppPaths.from_environment(), config_file=args.config)
+    services = Services(AppPaths.from_environment(), config_file=getattr(args, "config", None))
     try:
         if args.command == "serve":
             return serve(services, args)
@@ -102,6 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return models_command(services)
         if args.command == "providers":
             return providers_command(services)
+        if args.command == "launch":
+            return run_launch(services, args)
+        if args.command == "history":
+            return run_history(services.paths, args)
     except DesktopProxyError as exc:
         print(f"desktop-proxy: {exc}", file=sys.stderr)
         return EXIT_ERROR

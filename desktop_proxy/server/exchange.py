@@ -98,7 +98,6 @@ class Exchange:
 
     def upstream_payload(self, route: Route) -> bytes:
         provider = route.provider
-        traits = traits_for(provider.kind, route.upstream_model, provider.max_output_tokens)
         if provider.protocol == protocol_of(self.dialect):
             out = dict(self.body)
             out["model"] = route.upstream_model
@@ -107,8 +106,11 @@ class Exchange:
             if (
                 self.stream
                 and provider.protocol == "openai"
-                and traits.supports_stream_options
                 and not self.client_wants_usage()
+                # Looked up only here: traits_for costs tens of µs, a passthrough rarely needs it.
+                and traits_for(
+                    provider.kind, route.upstream_model, provider.max_output_tokens
+                ).supports_stream_options
             ):
                 # Ask for usage so history can record it; the extra chunk is not relayed.
                 opts = out.get("stream_options")
@@ -117,6 +119,7 @@ class Exchange:
                     "include_usage": True,
                 }
             return json.dumps(out, ensure_ascii=False).encode()
+        traits = traits_for(provider.kind, route.upstream_model, provider.max_output_tokens)
         req = self.decoded()
         try:
             if provider.protocol == "anthropic":

@@ -248,34 +248,49 @@ async def messages(request: web.Request) -> web.StreamResponse:
 async def count_tokens(request: web.Request) -> web.StreamResponse:
     """Forwarded to Anthropic upstreams; counted locally for everything else. Never a 404."""
     state = request.app[STATE]
-    body = await read_json_body(request)
-    model = require_model(body)
-    require_list(body, "messages")
-    routes = resolve_routes(state, model)
-    anthropic_routes = [r for r in routes if r.provider.protocol == "anthropic"]
-    if anthropic_routes:
-        rec = new_record(request, "anthropic-count-tokens")
-        rec.requested_model = model
-        exchange = Exchange(
-            request=request,
-            state=state,
-            record=rec,
-            dialect=Dialect.ANTHROPIC,
-            body=body,
-            routes=anthropic_routes,
-            stream=False,
-            endpoint="count_tokens",
-            requested_model=model,
-        )
-        try:
-            return await exchange.run()
-        except GatewayHTTPError:
-            pass  # an auxiliary count must not fail the client: estimate instead
+    rec = new_record(request, "anthropic-count-tokens")
     try:
-        decoded = anthropic_codec.decode_request(body, require_max_tokens=False)
-    except ProtocolError as exc:
-        raise GatewayHTTPError(exc.status, str(exc), param=exc.param) from exc
-    return web.json_response({"input_tokens": estimate_request_tokens(decoded)})
+        body = await read_json_body(request)
+        model = require_model(body)
+        rec.requested_model = model
+        require_list(body, "messages")
+        routes = resolve_routes(state, model)
+        anthropic_routes = [r for r in routes if r.provider.protocol == "anthropic"]
+        if anthropic_routes:
+            exchange = Exchange(
+                request=request,
+                state=state,
+                record=rec,
+                dialect=Dialect.ANTHROPIC,
+                body=body,
+                routes=anthropic_routes,
+                stream=False,
+                endpoint="count_tokens",
+                requested_model=model,
+            )
+            try:
+                response = await exchange.run()
+            except GatewayHTTPError as exc:
+                # An auxiliary count must not fail the client: estimate instead.
+                log.info("count_tokens upstream failed (%s); estimating locally", exc.message)
+            else:
+                rec.finish(response.status)
+                return response
+        try:
+            decoded = anthropic_codec.decode_request(body, require_max_tokens=False)
+        except ProtocolError as exc:
+            raise GatewayHTTPError(exc.status, str(exc), param=exc.param) from exc
+        counted = estimate_request_tokens(decoded)
+        # Nothing was billed: the record carries no tokens, only that a count was served.
+        rec.provider, rec.model = None, None
+        rec.finish(200)
+        return web.json_response({"input_tokens": counted})
+    except GatewayHTTPError as exc:
+        rec.finish(exc.status, exc.message)
+        raise
+    finally:
+        log_request(rec)
+        state.recorder.record(rec)
 
 
 def setup_routes(app: web.Application) -> None:

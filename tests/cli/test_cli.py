@@ -287,3 +287,18 @@ def test_core_modules_do_not_import_qt() -> None:
     result = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_config_flag_before_or_after_the_command_is_honoured(tmp_path: Path) -> None:
+    """`--config FILE` works both before the command and after it."""
+    other = tmp_path / "elsewhere.json"
+    other.write_text(json.dumps({"providers": [{"name": "x", "kind": "ollama", "models": ["m"]}]}))
+    for args in (
+        ("--config", str(other), "config", "path"),
+        ("config", "path", "--config", str(other)),
+    ):
+        result = run_cli(tmp_path, *args)
+        assert result.returncode == 0, result.stderr
+        assert Path(result.stdout.strip()) == other
+    result = run_cli(tmp_path, "--config", str(other), "models")
+    assert "x:m" in result.stdout
