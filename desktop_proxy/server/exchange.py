@@ -280,7 +280,11 @@ class Exchange:
             else:
                 try:
                     chunk = await asyncio.wait_for(content.readany(), keepalive)
-                except TimeoutError:
+                except TimeoutError as exc:
+                    # aiohttp's own read timeout is a TimeoutError too: that one means the
+                    # upstream is dead, not merely quiet, and must end the stream.
+                    if isinstance(exc, aiohttp.ServerTimeoutError):
+                        raise
                     if content.is_eof():
                         return
                     yield None

@@ -527,3 +527,68 @@ async def test_openai_upstream_overload_reaches_claude_code_as_overloaded_error(
         )
     assert caught.value.status_code == 529
     assert caught.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
+
+
+async def test_pings_keep_a_silent_stream_alive_and_the_answer_completes(
+    make_fake_upstream: Any, make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the upstream goes quiet mid-stream, the client gets `event: ping`, and the answer
+    still completes when the upstream resumes."""
+    from desktop_proxy.server import exchange
+
+    monkeypatch.setattr(exchange, "KEEPALIVE_SECONDS", 0.2)
+    fake = await make_fake_upstream()
+    fake.script(Reply.text(["Hello", " there", " again"], stall_after=1, stall_seconds=1.0))
+    gw = await make_gateway(translated_config(fake))
+    body = {
+        "model": "claude-opus-4-8",
+        "max_tokens": 100,
+        "stream": True,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            gw.url + "/v1/messages", json=body, headers={"anthropic-version": "2023-06-01"}
+        ) as resp,
+    ):
+        raw = (await resp.read()).decode()
+    assert raw.count("event: ping") >= 2
+    assert raw.index("event: ping") > raw.index("Hello")
+    assert "Hello there again" in "".join(
+        json.loads(line[6:])["delta"]["text"]
+        for line in raw.splitlines()
+        if line.startswith("data: ") and '"text_delta"' in line
+    )
+    assert raw.rstrip().endswith('data: {"type":"message_stop"}')
+
+
+async def test_a_dead_upstream_ends_in_an_error_event_not_endless_pings(
+    make_fake_upstream: Any, make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pings never hide a dead upstream: past the read timeout the stream ends in an error."""
+    from desktop_proxy.server import exchange
+
+    monkeypatch.setattr(exchange, "KEEPALIVE_SECONDS", 0.2)
+    fake = await make_fake_upstream()
+    fake.script(Reply.text(["Hello", " world"], stall_after=1, stall_seconds=30))
+    config = translated_config(fake)
+    config["routing"] = {"timeouts": {"connect": 5, "read": 1.0}}
+    gw = await make_gateway(config)
+    body = {
+        "model": "claude-opus-4-8",
+        "max_tokens": 100,
+        "stream": True,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            gw.url + "/v1/messages", json=body, headers={"anthropic-version": "2023-06-01"}
+        ) as resp,
+    ):
+        raw = (await resp.read()).decode()
+    assert "event: ping" in raw
+    assert "event: error" in raw and "message_stop" not in raw
+    assert "silent" in raw or "timeout" in raw
+    assert not gw.records[-1].ok
