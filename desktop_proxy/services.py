@@ -16,7 +16,9 @@ from desktop_proxy.config.loader import load_config, load_or_create
 from desktop_proxy.config.models import AppConfig
 from desktop_proxy.config.secrets import SecretResolver
 from desktop_proxy.errors import InsecureBindError
-from desktop_proxy.history.record import CallbackRecorder, RequestRecord
+from desktop_proxy.history.pricing import Pricer
+from desktop_proxy.history.record import RequestRecord
+from desktop_proxy.history.writer import HistoryWriter, WriterStatus
 from desktop_proxy.paths import AppPaths
 from desktop_proxy.server.runner import GatewayServer
 from desktop_proxy.server.state import (
@@ -56,6 +58,11 @@ class Services:
     created_config: bool = False
     gateway: GatewayServer | None = None
     record_listeners: list[Callable[[RequestRecord], None]] = field(default_factory=list)
+    # Called from the history writer's thread when the database degrades or recovers.
+    history_status_listeners: list[Callable[[WriterStatus], None]] = field(default_factory=list)
+    history_writer: HistoryWriter | None = None
+    pricer: Pricer | None = None
+    history_forced_off: bool = False  # serve --no-history: config reloads must not turn it on
 
     @property
     def config_path(self) -> Path:
@@ -98,7 +105,11 @@ class Services:
                 "serve -g, or accessKeys in config.json), or pass --insecure-no-auth if you "
                 "really mean to serve an open gateway on your network."
             )
-        recorder = CallbackRecorder(self.record_listeners)
+        self.history_forced_off = opts.history is False
+        history_on = config.history.enabled and not self.history_forced_off
+        if history_on:
+            self._open_history(config)
+        recorder = _ServicesRecorder(self)
         state = GatewayState(
             config=config,
             secrets=self.secrets,
@@ -106,21 +117,74 @@ class Services:
             bind_host=host,
             restrictions=Restrictions(opts.only_providers, opts.only_models),
             recorder=recorder,
+            capture_bodies=history_on and config.history.store_bodies,
         )
         server = GatewayServer(state, host, port, shutdown_timeout=opts.shutdown_timeout)
-        await server.start()
+        try:
+            await server.start()
+        except BaseException:
+            await self._close_history()
+            raise
         self.gateway = server
         return server
+
+    def _open_history(self, config: AppConfig) -> None:
+        self.pricer = Pricer.from_config(config)
+        writer = HistoryWriter(self.paths.history_db, settings=config.history, pricer=self.pricer)
+        writer.listeners.extend(self.history_status_listeners)
+        self.history_writer = writer.start()
+
+    async def _close_history(self) -> None:
+        writer, self.history_writer = self.history_writer, None
+        if writer is not None:
+            await writer.aclose()
 
     async def stop_gateway(self) -> None:
         server, self.gateway = self.gateway, None
         if server is not None:
             await server.stop()
+        # After the server: in-flight requests finished, so every record is in the queue.
+        await self._close_history()
 
     async def reload_config(self) -> AppConfig:
         """Re-read the config file and apply it without dropping in-flight requests."""
         config = await asyncio.to_thread(self.load_config)
         if self.gateway is not None:
             keys = await self.resolve_access_keys(config)
-            self.gateway.state.apply_config(config, keys)
+            writer = self.history_writer
+            wanted = config.history.enabled and not self.history_forced_off
+            if wanted and writer is None:
+                self._open_history(config)
+            elif not wanted and writer is not None:
+                await self._close_history()
+            elif writer is not None:
+                self.pricer = Pricer.from_config(config)
+                writer.configure(config.history, self.pricer)
+            state = self.gateway.state
+            state.capture_bodies = self.history_writer is not None and config.history.store_bodies
+            state.apply_config(config, keys)
         return config
+
+
+class _ServicesRecorder:
+    """The gateway's recorder: prices the record for live views, hands it to the history
+    writer (a queue append), then to listeners (tray, tests). Never blocks, never raises."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    def record(self, rec: RequestRecord) -> None:
+        services = self._services
+        writer = services.history_writer
+        try:
+            if services.pricer is not None:
+                services.pricer.apply(rec)
+            if writer is not None:
+                writer.record(rec)
+        except Exception:  # a record must never fail a request
+            log.exception("could not hand a request record to history")
+        for listener in list(services.record_listeners):
+            try:
+                listener(rec)
+            except Exception:
+                log.exception("a request record listener failed")

@@ -32,4 +32,5 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("DESKTOP_PROXY_HOME", str(home))
     return home
 
+
 pytest_plugins = ["tests.fakes.fixtures"]

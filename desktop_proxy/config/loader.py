@@ -32,6 +32,7 @@ from desktop_proxy.config.models import (
     AppConfig,
     AuthStyle,
     HistorySettings,
+    PriceOverride,
     ProviderConfig,
     RoutingSettings,
     RoutingStrategy,
@@ -78,7 +79,8 @@ PROVIDER_KEYS = (
 )
 ROUTING_KEYS = ("strategy", "timeouts", "cooldown")
 TIMEOUT_KEYS = ("connect", "read")
-HISTORY_KEYS = ("enabled", "storeBodies", "retentionDays", "maxSizeMb")
+HISTORY_KEYS = ("enabled", "storeBodies", "retentionDays", "maxSizeMb", "prices")
+PRICE_KEYS = ("input", "output", "cacheRead", "cacheWrite")
 TIER_KEYS = ("big", "middle", "small")
 
 PROTOCOLS: tuple[str, ...] = get_args(WireProtocol)
@@ -580,7 +582,67 @@ def _parse_routing(ck: _Checker, root: Mapping[str, object]) -> RoutingSettings:
     )
 
 
-def _parse_history(ck: _Checker, root: Mapping[str, object]) -> HistorySettings:
+def _price_number(ck: _Checker, obj: Mapping[str, object], key: str, path: str) -> float | None:
+    if key not in obj:
+        return None
+    value = obj[key]
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        ck.add(
+            _key_path(path, key),
+            f"must be a price in USD per million tokens (a number >= 0), got {_describe(value)}",
+        )
+        return None
+    return float(value)
+
+
+def _parse_prices(
+    ck: _Checker, raw: Mapping[str, object], names: set[str]
+) -> dict[str, PriceOverride]:
+    """`history.prices`: {"provider:model" | "model" | "provider:*": {input, output, ...}}."""
+    if raw.get("prices") is None:
+        return {}
+    obj = ck.obj(raw["prices"], "history.prices")
+    if obj is None:
+        return {}
+    prices: dict[str, PriceOverride] = {}
+    for ref, entry in obj.items():
+        where = _key_path("history.prices", ref)
+        if not ref.strip():
+            ck.add("history.prices", "model names must not be empty")
+            continue
+        provider, colon, model = ref.partition(":")
+        if colon and model == "*" and provider not in names:
+            ck.add(
+                where,
+                f"refers to unknown provider {_show(provider)}" + _suggest(provider, sorted(names)),
+            )
+            continue
+        price = ck.obj(entry, where)
+        if price is None:
+            continue
+        ck.known_keys(price, where, PRICE_KEYS)
+        values = {key: _price_number(ck, price, key, where) for key in PRICE_KEYS}
+        for key in ("input", "output"):
+            if key not in price:
+                ck.add(_key_path(where, key), "missing (USD per million tokens)")
+        input_price, output_price = values["input"], values["output"]
+        if input_price is None or output_price is None:
+            continue
+        prices[ref] = PriceOverride(
+            input=input_price,
+            output=output_price,
+            cache_read=values["cacheRead"],
+            cache_write=values["cacheWrite"],
+        )
+    return prices
+
+
+def _parse_history(ck: _Checker, root: Mapping[str, object], names: set[str]) -> HistorySettings:
     raw = ck.section(root, "history", "", HISTORY_KEYS)
     d = HistorySettings()
     return HistorySettings(
@@ -588,6 +650,7 @@ def _parse_history(ck: _Checker, root: Mapping[str, object]) -> HistorySettings:
         store_bodies=ck.boolean(raw, "storeBodies", "history", d.store_bodies),
         retention_days=ck.integer(raw, "retentionDays", "history", d.retention_days),
         max_size_mb=ck.integer(raw, "maxSizeMb", "history", d.max_size_mb),
+        prices=_parse_prices(ck, raw, names),
     )
 
 
@@ -722,7 +785,7 @@ def parse_config(data: object, source: str) -> AppConfig:
     aliases = _parse_aliases(ck, root)
     tiers = _parse_tiers(ck, root)
     routing = _parse_routing(ck, root)
-    history = _parse_history(ck, root)
+    history = _parse_history(ck, root, names)
     _check_references(ck, names, listed, aliases, tiers)
     if ck.problems:
         raise ConfigError(source, ck.problems)
@@ -876,6 +939,18 @@ def _dump_provider(p: ProviderConfig) -> dict[str, Any]:
     return out
 
 
+def _dump_price(price: PriceOverride) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "input": _number_out(price.input),
+        "output": _number_out(price.output),
+    }
+    if price.cache_read is not None:
+        out["cacheRead"] = _number_out(price.cache_read)
+    if price.cache_write is not None:
+        out["cacheWrite"] = _number_out(price.cache_write)
+    return out
+
+
 def dump_config(cfg: AppConfig) -> dict[str, Any]:
     """The camelCase JSON form of `cfg`; `parse_config(dump_config(cfg), ...) == cfg`."""
     server: dict[str, Any] = {"host": cfg.server.host, "port": cfg.server.port}
@@ -916,6 +991,8 @@ def dump_config(cfg: AppConfig) -> dict[str, Any]:
         history["retentionDays"] = cfg.history.retention_days
     if cfg.history.max_size_mb != d_history.max_size_mb:
         history["maxSizeMb"] = cfg.history.max_size_mb
+    if cfg.history.prices:
+        history["prices"] = {ref: _dump_price(price) for ref, price in cfg.history.prices.items()}
     out["history"] = history
     return out
 

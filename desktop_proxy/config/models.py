@@ -77,11 +77,27 @@ class RoutingSettings:
 
 
 @dataclass(slots=True)
+class PriceOverride:
+    """A model's price in USD per million tokens, overriding the pricing library.
+
+    Cache prices default to the input price when not given.
+    """
+
+    input: float
+    output: float
+    cache_read: float | None = None
+    cache_write: float | None = None
+
+
+@dataclass(slots=True)
 class HistorySettings:
     enabled: bool = True
     store_bodies: bool = True
+    # 0 = no limit (keep everything / no size cap).
     retention_days: int = 90
     max_size_mb: int = 500
+    # Price overrides keyed by "provider:model", a bare "model" (any provider) or "provider:*".
+    prices: dict[str, PriceOverride] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

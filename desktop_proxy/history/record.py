@@ -40,6 +40,10 @@ class RequestRecord:
     reasoning_tokens: int | None = None
     usage_estimated: bool = False
     cost_usd: float | None = None
+    # Set by history.pricing (Pricer.apply, or the history writer): True when the request had
+    # usage but no known price (cost_usd stays None, never a silent 0); where the price came from.
+    unpriced: bool = False
+    price_source: str | None = None
     request_body: bytes | None = None
     response_body: bytes | None = None
     _start: float = field(default_factory=perf_counter, repr=False)

@@ -25,6 +25,7 @@ import aiohttp
 from aiohttp import web
 
 from desktop_proxy.history.record import RequestRecord
+from desktop_proxy.history.store import CAPTURE_LIMIT
 from desktop_proxy.protocols import anthropic as anthropic_codec
 from desktop_proxy.protocols import internal as ir
 from desktop_proxy.protocols import openai_chat as openai_codec
@@ -217,6 +218,7 @@ class Exchange:
                 for k, v in upstream.headers.items()
                 if k.lower() in _PASSTHROUGH_RESPONSE_HEADERS
             }
+            self.capture(data)
             return web.Response(
                 status=upstream.status,
                 body=data,
@@ -235,7 +237,9 @@ class Exchange:
         self.set_usage(response.usage)
         client_codec = anthropic_codec if self.dialect is Dialect.ANTHROPIC else openai_codec
         out = client_codec.encode_response(response, self.requested_model)
-        return web.json_response(out, dumps=lambda o: json.dumps(o, ensure_ascii=False))
+        encoded = json.dumps(out, ensure_ascii=False).encode()
+        self.capture(encoded)
+        return web.Response(body=encoded, content_type="application/json")
 
     # --- usage ---------------------------------------------------------------------------
 
@@ -317,10 +321,10 @@ class Exchange:
                     if event.data == "[DONE]" or event.event == "message_stop":
                         finished = True
                 if out:
-                    await response.write(bytes(out))
+                    await self.emit(response, bytes(out))
             if not finished and error is None:
                 error = "the upstream closed the stream before it finished"
-                await response.write(self.passthrough_error_event(protocol, 502, error))
+                await self.emit(response, self.passthrough_error_event(protocol, 502, error))
         except (ConnectionResetError, asyncio.CancelledError) as exc:
             self.record.finish(499, "client closed the connection mid-stream")
             upstream.close()
@@ -337,6 +341,18 @@ class Exchange:
         return response
 
     _stream_error: str | None = None
+    _captured: bytearray | None = None
+
+    def capture(self, data: bytes) -> None:
+        """Keep what the client was sent, for history (bounded; history trims it further)."""
+        if not self.state.capture_bodies or not data:
+            return
+        if self._captured is None:
+            self._captured = bytearray()
+        room = CAPTURE_LIMIT - len(self._captured)
+        if room > 0:
+            self._captured += data[:room]
+            self.record.response_body = bytes(self._captured)
 
     def tap_passthrough_event(
         self, event: SSEEvent, protocol: Protocol, hide_usage_chunk: bool
@@ -436,7 +452,7 @@ class Exchange:
                 for event in sse.feed(chunk):
                     out += translate(decoder.feed(event))
                 if out:
-                    await response.write(bytes(out))
+                    await self.emit(response, bytes(out))
             tail = bytearray()
             for event in sse.close():
                 tail += translate(decoder.feed(event))
@@ -446,7 +462,7 @@ class Exchange:
                 tail += encoder.feed(ir.StreamError(status=502, message=error))
             tail += encoder.close()
             if tail:
-                await response.write(bytes(tail))
+                await self.emit(response, bytes(tail))
         except (ConnectionResetError, asyncio.CancelledError) as exc:
             self.record.finish(499, "client closed the connection mid-stream")
             upstream.close()
@@ -463,8 +479,12 @@ class Exchange:
         await self.try_eof(response)
         return response
 
-    @staticmethod
-    async def try_write(response: web.StreamResponse, data: bytes) -> None:
+    async def emit(self, response: web.StreamResponse, data: bytes) -> None:
+        self.capture(data)
+        await response.write(data)
+
+    async def try_write(self, response: web.StreamResponse, data: bytes) -> None:
+        self.capture(data)
         with contextlib.suppress(ConnectionResetError):
             await response.write(data)
 

@@ -16,13 +16,13 @@ from desktop_proxy.protocols import anthropic as anthropic_codec
 from desktop_proxy.protocols.errors import ProtocolError
 from desktop_proxy.protocols.tokens import estimate_request_tokens
 from desktop_proxy.routing import Route, UnknownModelError
-from desktop_proxy.server.dialects import Dialect, GatewayHTTPError
+from desktop_proxy.server.dialects import Dialect, GatewayHTTPError, error_body
 from desktop_proxy.server.exchange import Exchange
-from desktop_proxy.server.middleware import ACCESS_KEY_NAME
+from desktop_proxy.server.records import log_request, new_record
 from desktop_proxy.server.state import STATE, GatewayState
 from desktop_proxy.server.upstream import Endpoint
 
-log = logging.getLogger("desktop_proxy.requests")
+log = logging.getLogger(__name__)
 
 PREFIXES = ("", "/openai", "/anthropic")
 
@@ -86,20 +86,7 @@ async def list_models(request: web.Request) -> web.Response:
 # --- the API routes --------------------------------------------------------------------------
 
 
-def new_record(request: web.Request, client_api: str) -> RequestRecord:
-    headers = request.headers
-    client = headers.get("User-Agent")
-    app = headers.get("x-app")
-    return RequestRecord(
-        client_api=client_api,
-        path=request.path,
-        client=f"{client} ({app})" if client and app else (client or app),
-        session_id=headers.get("X-Claude-Code-Session-Id"),
-        access_key=request.get(ACCESS_KEY_NAME),
-    )
-
-
-async def read_json_body(request: web.Request) -> dict[str, Any]:
+async def read_json_body(request: web.Request, rec: RequestRecord | None = None) -> dict[str, Any]:
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
@@ -110,6 +97,8 @@ async def read_json_body(request: web.Request) -> dict[str, Any]:
             "(server.maxBodyBytes in config.json).",
             type="request_too_large",
         ) from exc
+    if rec is not None and request.app[STATE].capture_bodies:
+        rec.request_body = raw
     if not raw:
         raise GatewayHTTPError(400, "Request body is empty; expected a JSON object.")
     try:
@@ -176,7 +165,7 @@ async def run_exchange(
     state = request.app[STATE]
     rec = new_record(request, client_api)
     try:
-        body = await read_json_body(request)
+        body = await read_json_body(request, rec)
         model = require_model(body)
         rec.requested_model = model
         if endpoint == "chat" or endpoint == "messages":
@@ -205,6 +194,8 @@ async def run_exchange(
         return response
     except GatewayHTTPError as exc:
         rec.finish(exc.status, exc.message)
+        if state.capture_bodies:
+            rec.response_body = json.dumps(error_body(dialect, exc.status, exc.message)).encode()
         raise
     except asyncio.CancelledError:
         if rec.status == 0:
@@ -216,21 +207,6 @@ async def run_exchange(
     finally:
         log_request(rec)
         state.recorder.record(rec)
-
-
-def log_request(rec: RequestRecord) -> None:
-    target = f"{rec.provider}:{rec.model}" if rec.provider else "-"
-    log.info(
-        "%s %s %s -> %s %d %.0fms%s%s",
-        rec.client_api,
-        rec.requested_model or "-",
-        "stream" if rec.stream else "whole",
-        target,
-        rec.status,
-        rec.duration_ms or 0.0,
-        f" tokens={rec.input_tokens}/{rec.output_tokens}" if rec.input_tokens is not None else "",
-        f" error={rec.error!r}" if rec.error else "",
-    )
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -250,7 +226,7 @@ async def count_tokens(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     rec = new_record(request, "anthropic-count-tokens")
     try:
-        body = await read_json_body(request)
+        body = await read_json_body(request, rec)
         model = require_model(body)
         rec.requested_model = model
         require_list(body, "messages")
@@ -281,6 +257,8 @@ async def count_tokens(request: web.Request) -> web.StreamResponse:
         except ProtocolError as exc:
             raise GatewayHTTPError(exc.status, str(exc), param=exc.param) from exc
         counted = estimate_request_tokens(decoded)
+        if state.capture_bodies:
+            rec.response_body = json.dumps({"input_tokens": counted}).encode()
         # Nothing was billed: the record carries no tokens, only that a count was served.
         rec.provider, rec.model = None, None
         rec.finish(200)

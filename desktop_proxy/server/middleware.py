@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -12,6 +13,7 @@ from desktop_proxy.server.dialects import (
     dialect_for,
     error_response,
 )
+from desktop_proxy.server.records import ACCESS_KEY_NAME, log_request, new_record
 from desktop_proxy.server.state import STATE, is_loopback_host
 
 log = logging.getLogger(__name__)
@@ -23,7 +25,6 @@ CORS_DEFAULT_HEADERS = (
     "OpenAI-Organization, OpenAI-Project, x-stainless-*"
 )
 
-ACCESS_KEY_NAME: web.RequestKey[str] = web.RequestKey("access_key_name", str)
 CORS_ORIGIN: web.RequestKey[str] = web.RequestKey("cors_origin", str)
 
 
@@ -73,6 +74,15 @@ def _host_name(host_header: str) -> str:
     return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
 
 
+def refuse(request: web.Request, status: int, message: str, **extra: Any) -> GatewayHTTPError:
+    """A refused request is still a request: it gets its record (and a log line)."""
+    rec = new_record(request)
+    rec.finish(status, message)
+    log_request(rec)
+    request.app[STATE].recorder.record(rec)
+    return GatewayHTTPError(status, message, **extra)
+
+
 @web.middleware
 async def guard_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Keep web pages from spending the user's keys through a gateway on loopback.
@@ -83,7 +93,8 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
     state = request.app[STATE]
     host = request.headers.get("Host")
     if state.loopback_only and host and not is_loopback_host(_host_name(host)):
-        raise GatewayHTTPError(
+        raise refuse(
+            request,
             403,
             f"Host '{host}' is not allowed: this gateway listens on loopback and only answers "
             "to localhost names (protection against DNS rebinding).",
@@ -94,7 +105,8 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
     origin_ok = origin is None or "*" in allowed or origin in allowed
     if request.method == "OPTIONS":
         if origin is None or not origin_ok:
-            raise GatewayHTTPError(
+            raise refuse(
+                request,
                 403,
                 f"Origin '{origin}' is not allowed to call this gateway. Add it to "
                 "server.allowedOrigins in config.json if you trust it.",
@@ -112,7 +124,8 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
             },
         )
     if not origin_ok:
-        raise GatewayHTTPError(
+        raise refuse(
+            request,
             403,
             f"Origin '{origin}' is not allowed to call this gateway. Add it to "
             "server.allowedOrigins in config.json if you trust it.",
@@ -145,7 +158,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     key = presented_key(request)
     if not key:
-        raise GatewayHTTPError(
+        raise refuse(
+            request,
             401,
             "Missing access key. This gateway requires one: send it as "
             "'Authorization: Bearer <key>' or 'x-api-key: <key>'.",
@@ -153,7 +167,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         )
     match = state.match_access_key(key)
     if match is None:
-        raise GatewayHTTPError(
+        raise refuse(
+            request,
             401,
             "Invalid access key. Check the key your client sends against the gateway's "
             "access keys (`desktop-proxy config show`).",

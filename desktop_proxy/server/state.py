@@ -52,6 +52,8 @@ class GatewayState:
     health: HealthBook = field(default_factory=HealthBook)
     started_at: float = field(default_factory=time.time)
     upstream: UpstreamClient | None = None
+    # Keep raw request/response bodies on records (history.storeBodies, history on).
+    capture_bodies: bool = False
     router: ModelRouter = field(init=False)
 
     def __post_init__(self) -> None:

@@ -22,6 +22,7 @@ from desktop_proxy.config.models import (
     AccessKey,
     AppConfig,
     HistorySettings,
+    PriceOverride,
     RoutingSettings,
     ServerSettings,
     Tiers,
@@ -625,3 +626,66 @@ def test_first_run_message(tmp_path: Path) -> None:
     assert str(path) in message
     assert '"providers"' in message
     assert "openrouter" in message
+
+
+# --- history.prices ---------------------------------------------------------------------------
+
+
+def test_history_prices_are_read_and_round_trip() -> None:
+    """history.prices: USD per million tokens by provider:model, model or provider:*."""
+    cfg = parse_config(
+        {
+            "providers": [provider(), {"name": "ollama", "kind": "ollama"}],
+            "history": {
+                "prices": {
+                    "ollama:llama3:70b": {"input": 0.5, "output": 1, "cacheRead": 0.05},
+                    "my-finetune": {"input": 3, "output": 12, "cacheWrite": 3.75},
+                    "ollama:*": {"input": 0, "output": 0},
+                }
+            },
+        },
+        "x",
+    )
+    assert cfg.history.prices == {
+        "ollama:llama3:70b": PriceOverride(0.5, 1.0, 0.05, None),
+        "my-finetune": PriceOverride(3.0, 12.0, None, 3.75),
+        "ollama:*": PriceOverride(0.0, 0.0),
+    }
+    data = dump_config(cfg)
+    assert data["history"]["prices"] == {
+        "ollama:llama3:70b": {"input": 0.5, "output": 1, "cacheRead": 0.05},
+        "my-finetune": {"input": 3, "output": 12, "cacheWrite": 3.75},
+        "ollama:*": {"input": 0, "output": 0},
+    }
+    assert parse_config(data, "again") == cfg
+    assert "prices" not in dump_config(AppConfig())["history"]
+
+
+def test_history_prices_problems() -> None:
+    problems = problems_of(
+        {
+            "providers": [provider()],
+            "history": {
+                "prices": {
+                    "a": {"input": -1, "output": "2"},
+                    "b": {"output": 1},
+                    "c": {"input": 1, "output": 1, "cachedRead": 1},
+                    "d": 5,
+                    "nope:*": {"input": 1, "output": 1},
+                    "e": {"input": True, "output": 1},
+                }
+            },
+        }
+    )
+    assert problems == [
+        "history.prices.a.input: must be a price in USD per million tokens (a number >= 0), "
+        "got the number -1",
+        "history.prices.a.output: must be a price in USD per million tokens (a number >= 0), "
+        "got the string '2'",
+        "history.prices.b.input: missing (USD per million tokens)",
+        "history.prices.c.cachedRead: unknown key (did you mean 'cacheRead'?)",
+        "history.prices.d: must be an object, got the number 5",
+        "history.prices[\"nope:*\"]: refers to unknown provider 'nope' (known: p)",
+        "history.prices.e.input: must be a price in USD per million tokens (a number >= 0), "
+        "got true",
+    ]

@@ -1,0 +1,442 @@
+"""What a request cost, priced by the model that RAN (the record's provider + model).
+
+Prices come from `genai-prices` (pydantic/genai-prices), whose price data ships inside the
+package. Only the bundled snapshot is used: this module never starts the library's
+`UpdatePrices` network fetcher, so pricing works offline and never touches the network.
+
+Token semantics. Our records use Anthropic semantics: `input_tokens` EXCLUDES cached tokens;
+`cache_read_tokens` and `cache_write_tokens` are separate buckets; `output_tokens` includes
+reasoning tokens. genai-prices wants `input_tokens` as the TOTAL input (uncached + cache read +
+cache write) with the cache buckets as partitions of it, so `price()` adds them up before the
+call. Each bucket is then charged at its own rate (cache reads and writes at the model's cache
+prices, falling back to the input price where a model has none). Reasoning tokens are passed as
+the library's `output_reasoning_tokens`, a part of output: they cost the output price except on
+the few models that list a reasoning price. Prices apply as they were at the request's time
+(the library knows dated price changes), and tiered prices (e.g. above 200k input tokens) look
+at the total input, cached tokens included, as the providers bill them.
+
+Speed: the library takes about 0.1 ms per call, in a thread that shares the GIL with the event
+loop, so each model's per-token rates are derived from the library once per hour and price
+bracket, and later requests cost a few multiplications (see `_ModelInfo`).
+
+Resolution order for a (provider, model) pair:
+1. a price override from config (`history.prices`): "provider:model", then "model", then
+   "provider:*";
+2. local providers (kind `ollama`, `lmstudio`) cost $0;
+3. genai-prices, with the provider's kind mapped to the library's provider id (a custom base URL
+   is matched against the library's provider API URL patterns instead);
+4. otherwise the request is `unpriced`: cost None and a flag, never a silent $0.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from desktop_proxy.config.models import AppConfig, PriceOverride, ProviderConfig
+from desktop_proxy.config.presets import get_preset
+from desktop_proxy.history.record import RequestRecord
+
+if TYPE_CHECKING:
+    from genai_prices import Usage
+    from genai_prices.data_snapshot import DataSnapshot
+    from genai_prices.types import ModelInfo, Provider
+
+log = logging.getLogger(__name__)
+
+PER_MILLION = 1_000_000
+
+# Our provider kinds → genai-prices provider ids. None: no library pricing (local or generic).
+PROVIDER_IDS: dict[str, str | None] = {
+    "openai": "openai",
+    "anthropic": "anthropic",
+    "gemini": "google",
+    "openrouter": "openrouter",
+    "groq": "groq",
+    "together": "together",
+    "cohere": "cohere",
+    "deepseek": "deepseek",
+    "mistral": "mistral",
+    "azure": "azure",
+    "ollama": None,
+    "lmstudio": None,
+    "openai-compatible": None,
+    "anthropic-compatible": None,
+}
+
+LOCAL_KINDS = frozenset({"ollama", "lmstudio"})
+
+SOURCE_OVERRIDE = "config"
+SOURCE_LOCAL = "local"
+SOURCE_RECORD = "record"
+
+
+@functools.cache
+def library_source() -> str:
+    """'genai-prices X.Y.Z': the price source stored with each priced request."""
+    try:
+        from genai_prices import __version__
+    except Exception:  # pragma: no cover - the dependency is required
+        return "genai-prices"
+    return f"genai-prices {__version__}"
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """The cost of one request.
+
+    `cost_usd` is None when nothing could be priced: either there was no usage at all
+    (`unpriced` False: e.g. a request rejected before reaching an upstream) or no price is known
+    for the model (`unpriced` True).
+    """
+
+    cost_usd: float | None
+    unpriced: bool = False
+    source: str | None = None
+
+    @staticmethod
+    def none() -> Price:
+        return Price(None, False, None)
+
+
+def override_cost(
+    price: PriceOverride, input_tokens: int, output_tokens: int, cache_read: int, cache_write: int
+) -> float:
+    """Cost in USD of the given token counts (Anthropic semantics) at an override's prices."""
+    cache_read_price = price.input if price.cache_read is None else price.cache_read
+    cache_write_price = price.input if price.cache_write is None else price.cache_write
+    total = (
+        input_tokens * price.input
+        + output_tokens * price.output
+        + cache_read * cache_read_price
+        + cache_write * cache_write_price
+    )
+    return total / PER_MILLION
+
+
+_loaded = threading.Event()  # the price data is in memory: pricing no longer blocks
+
+
+def _snapshot() -> DataSnapshot:
+    # The bundled snapshot only: `get_snapshot()` returns it unless some code in this process
+    # installed a custom one (we never start `UpdatePrices`).
+    from genai_prices.data_snapshot import get_snapshot
+
+    snapshot = get_snapshot()
+    _loaded.set()
+    return snapshot
+
+
+def _clean_model(model: str) -> str:
+    model = model.strip()
+    # Gemini's native names come as "models/gemini-…".
+    return model.removeprefix("models/")
+
+
+@dataclass(frozen=True, slots=True)
+class _Tokens:
+    """Token counts in our (Anthropic) semantics: `inp` excludes the cache buckets; `out`
+    includes `reasoning`."""
+
+    inp: int
+    out: int
+    cache_read: int
+    cache_write: int
+    reasoning: int = 0
+
+    @property
+    def total_input(self) -> int:
+        return self.inp + self.cache_read + self.cache_write
+
+    def usage(self) -> Usage:
+        """The genai-prices form: input_tokens is the TOTAL input, the cache buckets are parts
+        of it; output_reasoning_tokens is part of output_tokens."""
+        from genai_prices import Usage
+
+        values: dict[str, int] = {
+            "input_tokens": self.total_input,
+            "cache_read_tokens": self.cache_read,
+            "cache_write_tokens": self.cache_write,
+            "output_tokens": self.out,
+        }
+        if self.reasoning:
+            values["output_reasoning_tokens"] = self.reasoning
+        return Usage(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class _Rates:
+    """USD per token in one price bracket (for tiered models: one range of total input)."""
+
+    inp: float
+    cache_read: float
+    cache_write: float
+    out: float
+    reasoning: float
+
+    def cost(self, t: _Tokens) -> float:
+        return (
+            t.inp * self.inp
+            + t.cache_read * self.cache_read
+            + t.cache_write * self.cache_write
+            + (t.out - t.reasoning) * self.out
+            + t.reasoning * self.reasoning
+        )
+
+
+@dataclass(slots=True)
+class _ModelInfo:
+    """A model's prices at one moment, and what is needed to price quickly.
+
+    Within a bracket of total input (tiered prices switch at `tier_starts`) the library's price
+    is linear in each token bucket, so five library calls per bracket give per-token rates and
+    every later request costs a few multiplications instead of ~0.1 ms of library work (the
+    writer shares the GIL with the event loop). Prices with a per-request fee are not linear:
+    those go to the library every time.
+    """
+
+    provider: Provider
+    model: ModelInfo
+    moment: datetime
+    tier_starts: tuple[int, ...]
+    linear: bool
+    rates: dict[int, _Rates]
+
+    @classmethod
+    def build(cls, provider: Provider, model: ModelInfo, moment: datetime) -> _ModelInfo:
+        from genai_prices.types import TieredPrices
+
+        prices = model.get_prices(moment)
+        values = [v for k, v in vars(prices).items() if v is not None and not k.startswith("_")]
+        starts = sorted(
+            {tier.start for v in values if isinstance(v, TieredPrices) for tier in v.tiers}
+        )
+        linear = getattr(prices, "requests_kcount", None) is None
+        return cls(provider, model, moment, tuple(starts), linear, {})
+
+
+def _calc(info: _ModelInfo, tokens: _Tokens) -> Decimal:
+    calc = info.model.calc_price(tokens.usage(), info.provider, genai_request_timestamp=info.moment)
+    return calc.total_price
+
+
+def _derive_rates(info: _ModelInfo, total_input: int) -> _Rates:
+    """Per-token rates in the bracket of `total_input` (> 0), from the library itself."""
+    t = total_input
+    base = _calc(info, _Tokens(t, 0, 0, 0))
+    with_out = _calc(info, _Tokens(t, t, 0, 0))
+    with_reasoning = _calc(info, _Tokens(t, t, 0, 0, t))
+    return _Rates(
+        inp=float(base / t),
+        cache_read=float(_calc(info, _Tokens(0, 0, t, 0)) / t),
+        cache_write=float(_calc(info, _Tokens(0, 0, 0, t)) / t),
+        out=float((with_out - base) / t),
+        reasoning=float((with_reasoning - base) / t),
+    )
+
+
+class Pricer:
+    """Prices records. Thread-safe; the first call loads the price data (about half a second),
+    so call `warm_up()` off the event loop (the history writer does, in its thread)."""
+
+    def __init__(
+        self,
+        providers: Sequence[ProviderConfig] = (),
+        overrides: Mapping[str, PriceOverride] | None = None,
+    ) -> None:
+        self._providers = {p.name: p for p in providers}
+        self._overrides = dict(overrides or {})
+        self._lock = threading.Lock()
+        self._warned: set[tuple[str, str]] = set()
+        self._models: dict[tuple[str | None, str | None, str, int], _ModelInfo | None] = {}
+
+    @classmethod
+    def from_config(cls, config: AppConfig) -> Pricer:
+        return cls(config.providers, config.history.prices)
+
+    @staticmethod
+    def ready() -> bool:
+        """Whether the price data is loaded (`apply` prices from then on)."""
+        return _loaded.is_set()
+
+    def warm_up(self) -> None:
+        """Load the bundled price data (about half a second; blocking, so off the loop)."""
+        try:
+            _snapshot()
+        except Exception:  # pragma: no cover - defensive: pricing must never break history
+            log.exception("could not load the bundled price data")
+
+    def price_record(self, rec: RequestRecord) -> Price:
+        """The record's cost. A record already priced (by `apply`, or with a cost reported by
+        the upstream) keeps its price."""
+        if rec.price_source is not None or rec.unpriced:
+            return Price(rec.cost_usd, rec.unpriced, rec.price_source)
+        if rec.cost_usd is not None:
+            return Price(rec.cost_usd, False, SOURCE_RECORD)
+        return self.price(
+            provider=rec.provider,
+            model=rec.model,
+            input_tokens=rec.input_tokens,
+            output_tokens=rec.output_tokens,
+            cache_read_tokens=rec.cache_read_tokens,
+            cache_write_tokens=rec.cache_write_tokens,
+            reasoning_tokens=rec.reasoning_tokens,
+            when=rec.time,
+        )
+
+    def apply(self, rec: RequestRecord) -> Price:
+        """Price `rec` and write the result into it (cost_usd, unpriced, price_source).
+
+        Cheap (about 0.1 ms), so the gateway may call it on the event loop just before
+        `recorder.record(rec)` and live views show the cost at once. Until the price data has
+        been loaded (`warm_up()`, which the history writer runs in its thread) it does nothing
+        and returns `Price.none()`: the writer prices the record later. Never raises.
+        """
+        if not _loaded.is_set():
+            return Price.none()
+        try:
+            price = self.price_record(rec)
+        except Exception:  # pragma: no cover - pricing must never break a request
+            log.exception("pricing a request failed")
+            return Price.none()
+        rec.cost_usd, rec.unpriced, rec.price_source = price.cost_usd, price.unpriced, price.source
+        return price
+
+    def price(
+        self,
+        *,
+        provider: str | None,
+        model: str | None,
+        input_tokens: int | None,
+        output_tokens: int | None,
+        cache_read_tokens: int | None = None,
+        cache_write_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
+        when: float | None = None,
+    ) -> Price:
+        """Price token counts (Anthropic semantics: input excludes cache) for a model that ran.
+
+        `provider` is the configured provider's name (falling back to treating it as a kind when
+        no such provider is configured); `when` is the request's Unix time, so that dated price
+        changes apply as they did then.
+        """
+        counts = (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens)
+        if all(c is None for c in counts):
+            return Price.none()
+        inp, out, cr, cw = (max(0, c or 0) for c in counts)
+        if not model:
+            return Price(None, True, None)
+        model = _clean_model(model)
+        provider = provider or ""
+
+        override = self._override(provider, model)
+        if override is not None:
+            return Price(override_cost(override, inp, out, cr, cw), False, SOURCE_OVERRIDE)
+
+        config = self._providers.get(provider)
+        kind = config.kind if config is not None else provider
+        if kind in LOCAL_KINDS:
+            return Price(0.0, False, SOURCE_LOCAL)
+        reasoning = min(out, max(0, reasoning_tokens or 0))
+        cost = self._library_cost(config, kind, model, _Tokens(inp, out, cr, cw, reasoning), when)
+        if cost is None:
+            self._warn_unpriced(provider, model)
+            return Price(None, True, None)
+        return Price(cost, False, library_source())
+
+    def _override(self, provider: str, model: str) -> PriceOverride | None:
+        for key in (f"{provider}:{model}", model, f"{provider}:*"):
+            found = self._overrides.get(key)
+            if found is not None:
+                return found
+        return None
+
+    def _library_cost(
+        self,
+        config: ProviderConfig | None,
+        kind: str,
+        model: str,
+        tokens: _Tokens,
+        when: float | None,
+    ) -> float | None:
+        target = self._library_target(config, kind)
+        if target is None:
+            return None
+        hour = int((time.time() if when is None else when) // 3600)
+        with self._lock:
+            info = self._model_info(target, model, hour)
+            if info is None:
+                return None
+            if not info.linear or tokens.total_input == 0:
+                return float(_calc(info, tokens))
+            bracket = sum(tokens.total_input > start for start in info.tier_starts)
+            rates = info.rates.get(bracket)
+            if rates is None:
+                rates = info.rates[bracket] = _derive_rates(info, tokens.total_input)
+        return rates.cost(tokens)
+
+    @staticmethod
+    def _library_target(
+        config: ProviderConfig | None, kind: str
+    ) -> tuple[str | None, str | None] | None:
+        """(genai-prices provider id, provider API URL): how to find the provider; one is set."""
+        preset = get_preset(kind)
+        custom_url = (
+            config is not None
+            and kind != "azure"
+            and (preset is None or preset.base_url is None or config.base_url != preset.base_url)
+        )
+        if custom_url and config is not None:
+            # A generic kind, or a preset kind pointed elsewhere: price by where it really goes.
+            return None, config.base_url
+        if kind in PROVIDER_IDS:
+            provider_id = PROVIDER_IDS[kind]
+            return None if provider_id is None else (provider_id, None)
+        if config is None and kind:
+            return kind, None  # an unconfigured name: maybe a library id ("google", "x-ai")
+        return None
+
+    def _model_info(
+        self, target: tuple[str | None, str | None], model: str, hour: int
+    ) -> _ModelInfo | None:
+        """The model's prices as they were in that hour; None when unknown. Cached."""
+        key = (*target, model.lower(), hour)
+        if key in self._models:
+            return self._models[key]
+        info: _ModelInfo | None = None
+        try:
+            snapshot = _snapshot()
+            provider, found = snapshot.find_provider_model(model, None, target[0], target[1])
+            moment = datetime.fromtimestamp(hour * 3600, UTC)
+            info = _ModelInfo.build(provider, found, moment)
+        except LookupError:
+            info = None
+        except Exception:
+            log.warning("looking up the price of %s failed", model, exc_info=True)
+            info = None
+        if len(self._models) > 4096:
+            self._models.clear()
+        self._models[key] = info
+        return info
+
+    def _warn_unpriced(self, provider: str, model: str) -> None:
+        key = (provider, model)
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        log.warning(
+            "no price known for model %r on provider %r: its requests are recorded as unpriced; "
+            'add a price under history.prices in config.json (e.g. "%s:%s": '
+            '{"input": 1.0, "output": 2.0} in USD per million tokens)',
+            model,
+            provider,
+            provider,
+            model,
+        )
