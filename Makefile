@@ -35,3 +35,19 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
+
+# Installers (installers/README.md): build the PyInstaller bundle, smoke-test it, package it for
+# this OS. Slow, so not part of `make test`. Windows: see installers/README.md (Inno Setup).
+.PHONY: dist
+$(VENV)/.installed-build: $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[build]'
+	touch $@
+
+dist: $(VENV)/.installed-build
+	$(BIN)/pyinstaller --noconfirm --clean build.spec
+	$(BIN)/python installers/smoke_test.py dist
+	case "$$(uname -s)" in \
+		Darwin) bash installers/macos/make_dmg.sh ;; \
+		Linux) bash installers/linux/make_tarball.sh && bash installers/linux/make_appimage.sh ;; \
+		*) echo "Package on Windows with: iscc installers/windows/desktop_proxy.iss" ;; \
+	esac
