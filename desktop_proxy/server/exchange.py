@@ -18,7 +18,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aiohttp
@@ -37,7 +37,7 @@ from desktop_proxy.protocols.errors import (
 )
 from desktop_proxy.protocols.quirks import traits_for
 from desktop_proxy.protocols.sse import SSEDecoder, SSEEvent
-from desktop_proxy.protocols.tokens import estimate_request_tokens
+from desktop_proxy.protocols.tokens import estimate_request_tokens, estimate_tokens
 from desktop_proxy.routing import Route
 from desktop_proxy.server.dialects import Dialect, GatewayHTTPError, error_body
 from desktop_proxy.server.state import GatewayState
@@ -234,7 +234,10 @@ class Exchange:
             raise GatewayHTTPError(
                 502, f"provider '{attempt.route.provider.name}' sent an unreadable answer: {exc}"
             ) from exc
-        self.set_usage(response.usage)
+        if isinstance(payload, dict) and payload.get("usage"):
+            self.set_usage(response.usage)
+        else:
+            self._output_chars.extend(_response_text(response))
         client_codec = anthropic_codec if self.dialect is Dialect.ANTHROPIC else openai_codec
         out = client_codec.encode_response(response, self.requested_model)
         encoded = json.dumps(out, ensure_ascii=False).encode()
@@ -242,6 +245,27 @@ class Exchange:
         return web.Response(body=encoded, content_type="application/json")
 
     # --- usage ---------------------------------------------------------------------------
+
+    _output_chars: list[str] = field(default_factory=list)
+
+    def fill_missing_usage(self) -> None:
+        """Estimate tokens for a successful request whose upstream reported none.
+
+        Some servers ignore stream_options or send no usage at all; history would otherwise
+        show those requests as free. The record says the figures are estimates.
+        """
+        rec = self.record
+        if rec.status != 200 or rec.output_tokens is not None or rec.input_tokens is not None:
+            return
+        try:
+            rec.input_tokens = estimate_request_tokens(self.decoded())
+        except GatewayHTTPError:
+            return
+        text = "".join(self._output_chars)
+        if not text and rec.response_body is not None:
+            text = _text_from_captured(rec.response_body)
+        rec.output_tokens = estimate_tokens(text) if text else 0
+        rec.usage_estimated = True
 
     def set_usage(self, usage: ir.Usage) -> None:
         rec = self.record
@@ -432,6 +456,10 @@ class Exchange:
             nonlocal error, saw_finish
             out = bytearray()
             for ev in events:
+                if isinstance(ev, ir.TextDelta | ir.ReasoningDelta):
+                    self._output_chars.append(ev.text)
+                elif isinstance(ev, ir.ToolCallDelta):
+                    self._output_chars.append(ev.arguments)
                 if isinstance(ev, ir.UsageUpdate):
                     self.set_usage(ev.usage)
                 elif isinstance(ev, ir.StreamFinish):
@@ -492,6 +520,44 @@ class Exchange:
     async def try_eof(response: web.StreamResponse) -> None:
         with contextlib.suppress(ConnectionResetError):
             await response.write_eof()
+
+
+def _response_text(response: ir.Response) -> list[str]:
+    out: list[str] = []
+    for part in response.parts:
+        if isinstance(part, ir.TextPart | ir.ReasoningPart):
+            out.append(part.text)
+        elif isinstance(part, ir.ToolCallPart):
+            out.append(part.arguments)
+    return out
+
+
+_TEXT_KEYS = ("content", "text", "partial_json", "thinking", "arguments", "reasoning_content")
+
+
+def _text_from_captured(body: bytes) -> str:
+    """The generated text inside a captured response (JSON or SSE), for estimating tokens."""
+    pieces: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in _TEXT_KEYS and isinstance(value, str):
+                    pieces.append(value)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    text = body.decode("utf-8", "replace")
+    chunks = [line[5:].strip() for line in text.splitlines() if line.startswith("data:")]
+    for chunk in chunks or [text]:
+        try:
+            walk(json.loads(chunk))
+        except ValueError:
+            continue
+    return "".join(pieces)
 
 
 def strip_unsigned_thinking(body: dict[str, Any]) -> None:

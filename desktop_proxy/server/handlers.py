@@ -191,6 +191,7 @@ async def run_exchange(
         response = await exchange.run()
         if rec.status == 0:
             rec.finish(response.status)
+        exchange.fill_missing_usage()
         return response
     except GatewayHTTPError as exc:
         rec.finish(exc.status, exc.message)

@@ -271,3 +271,42 @@ async def test_a_broken_database_never_fails_a_request(
     assert writer.status.state == "degraded"
     assert writer.status.message
     assert len(gw.records) == 5 and all(r.ok for r in gw.records)
+
+
+async def test_missing_upstream_usage_is_estimated_and_marked(
+    make_fake_upstream: Any, make_gateway: GatewayFactory
+) -> None:
+    """A server that ignores stream_options reports no usage; the record carries estimated
+    tokens, marked as estimated, instead of looking free."""
+    fake = await make_fake_upstream()
+    answer = "The quick brown fox jumps over the lazy dog. " * 20
+    fake.default_reply = Reply.text(answer, usage_in_stream=False)
+    config = {
+        "providers": [openai_provider(fake.openai_base)],
+        "tiers": {"big": "up:gpt-4o"},
+    }
+    gw = await make_gateway(config)
+    prompt = [{"role": "user", "content": "Tell me about foxes and dogs, at some length."}]
+    async with openai.AsyncOpenAI(base_url=gw.openai_base, api_key="x", max_retries=0) as oai:
+        stream = await oai.chat.completions.create(
+            model="up:gpt-4o",
+            messages=prompt,
+            stream=True,  # type: ignore[arg-type]
+        )
+        async for _ in stream:
+            pass
+    async with (
+        anthropic.AsyncAnthropic(base_url=gw.url, api_key="x", max_retries=0) as ant,
+        ant.messages.stream(
+            model="claude-opus-4-8",
+            max_tokens=500,
+            messages=prompt,  # type: ignore[arg-type]
+        ) as s,
+    ):
+        await s.get_final_message()
+    assert len(gw.records) == 2
+    for record in gw.records:
+        assert record.usage_estimated, record.client_api
+        assert record.input_tokens is not None and 10 < record.input_tokens < 60
+        # ~200 tokens of fox; the estimator is within ~10% of real tokenizers.
+        assert record.output_tokens is not None and 150 < record.output_tokens < 260
