@@ -486,14 +486,13 @@ class HistoryWriter:
         with self._cond:
             config = self._config
             todo = [i for i in self._items if i.row is None]
-        for n, item in enumerate(todo, 1):
-            row = self._prepare(item, config)
-            with self._cond:
+        # Prepared without the lock, published under one acquisition: every lock round trip
+        # and forced sleep(0) is a GIL handoff that slows the event loop thread down.
+        rows = [self._prepare(item, config) for item in todo]
+        with self._cond:
+            for item, row in zip(todo, rows, strict=True):
                 item.row = row
                 item.record = None  # let the raw bodies go
-            if n % 16 == 0:
-                time.sleep(0)  # hand the GIL to the event loop now and then
-        with self._cond:
             self._trim_bodies_locked()
         while True:
             with self._cond:

@@ -65,6 +65,10 @@ SSE_HEADERS = {
 _PASSTHROUGH_RESPONSE_HEADERS = ("request-id", "x-request-id", "openai-processing-ms")
 
 
+class ClientGone(Exception):
+    """The client disconnected before its response began; there is nobody to answer."""
+
+
 def protocol_of(dialect: Dialect) -> Protocol:
     return "anthropic" if dialect is Dialect.ANTHROPIC else "openai"
 
@@ -292,9 +296,15 @@ class Exchange:
 
     # --- streams -------------------------------------------------------------------------
 
-    async def open_stream(self) -> web.StreamResponse:
+    async def open_stream(self, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+        """Send the stream's headers; a client already gone is a 499, not a server error."""
         response = web.StreamResponse(status=200, headers=SSE_HEADERS)
-        await response.prepare(self.request)
+        try:
+            await response.prepare(self.request)
+        except ConnectionResetError:
+            self.record.finish(499, "client closed the connection before the stream began")
+            upstream.close()
+            raise ClientGone from None
         return response
 
     async def upstream_chunks(
@@ -326,7 +336,7 @@ class Exchange:
         protocol = attempt.route.provider.protocol
         hide_usage_chunk = protocol == "openai" and not self.client_wants_usage()
         decoder = SSEDecoder()
-        response = await self.open_stream()
+        response = await self.open_stream(upstream)
         keepalive = KEEPALIVE_SECONDS if protocol == "anthropic" else None
         finished = False
         error: str | None = None
@@ -448,7 +458,7 @@ class Exchange:
             )
             keepalive = None
         sse = SSEDecoder()
-        response = await self.open_stream()
+        response = await self.open_stream(upstream)
         error: str | None = None
         saw_finish = False
 

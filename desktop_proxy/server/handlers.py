@@ -17,7 +17,7 @@ from desktop_proxy.protocols.errors import ProtocolError
 from desktop_proxy.protocols.tokens import estimate_request_tokens
 from desktop_proxy.routing import Route, UnknownModelError
 from desktop_proxy.server.dialects import Dialect, GatewayHTTPError, error_body
-from desktop_proxy.server.exchange import Exchange
+from desktop_proxy.server.exchange import ClientGone, Exchange
 from desktop_proxy.server.records import log_request, new_record
 from desktop_proxy.server.state import STATE, GatewayState
 from desktop_proxy.server.upstream import Endpoint
@@ -198,6 +198,9 @@ async def run_exchange(
         if state.capture_bodies:
             rec.response_body = json.dumps(error_body(dialect, exc.status, exc.message)).encode()
         raise
+    except ClientGone:
+        # Nobody to answer; aiohttp drops a response it cannot send without complaint.
+        return web.Response(status=499)
     except asyncio.CancelledError:
         if rec.status == 0:
             rec.finish(499, "client closed the connection")

@@ -42,8 +42,17 @@ def new_record(request: web.Request, client_api: str | None = None) -> RequestRe
 
 
 def log_request(rec: RequestRecord) -> None:
+    """One line per request: failures at INFO, successes at DEBUG.
+
+    History already records every request; formatting and writing a line for each success
+    cost about a fifth of the gateway's CPU under load (docs/performance.md).
+    """
+    level = logging.DEBUG if rec.ok else logging.INFO
+    if not log.isEnabledFor(level):
+        return
     target = f"{rec.provider}:{rec.model}" if rec.provider else "-"
-    log.info(
+    log.log(
+        level,
         "%s %s %s -> %s %d %.0fms%s%s",
         rec.client_api,
         rec.requested_model or "-",

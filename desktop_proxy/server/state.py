@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import time
@@ -32,6 +33,7 @@ class Restrictions:
     models: Sequence[str] | None = None
 
 
+@functools.lru_cache(maxsize=256)
 def is_loopback_host(host: str) -> bool:
     if host in ("localhost", "localhost.") or host.endswith(".localhost"):
         return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import socket
@@ -538,3 +539,29 @@ async def test_many_concurrent_requests_are_all_served(
     results = await asyncio.gather(*(one(i) for i in range(50)))
     assert results == ["ok ok ok"] * 50
     assert len(gw.records) == 50 and all(r.ok for r in gw.records)
+
+
+async def test_client_gone_before_the_stream_begins_is_a_499_not_a_server_error(
+    make_fake_upstream: Any, make_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that disconnects while the upstream is still deciding leaves a 499 record,
+    no 'unexpected error' in the log, and the gateway keeps serving."""
+    fake = await make_fake_upstream()
+    fake.script(Reply.text("late", delay_first_byte=0.5))
+    gw = await make_gateway(base_config(fake))
+    body = {"model": "up:gpt-4o", "stream": True, "messages": [{"role": "user", "content": "x"}]}
+    async with aiohttp.ClientSession() as http:
+        with contextlib.suppress(TimeoutError):
+            await http.post(
+                gw.openai_base + "/chat/completions",
+                json=body,
+                timeout=aiohttp.ClientTimeout(total=0.2),
+            )
+    for _ in range(40):
+        if gw.records:
+            break
+        await asyncio.sleep(0.05)
+    assert [r.status for r in gw.records] == [499]
+    assert "unexpected error" not in caplog.text
+    status, _ = await post_raw(gw, "/v1/chat/completions", b"{}")
+    assert status == 400
