@@ -130,7 +130,15 @@ class Services:
 
     def _open_history(self, config: AppConfig) -> None:
         self.pricer = Pricer.from_config(config)
-        writer = HistoryWriter(self.paths.history_db, settings=config.history, pricer=self.pricer)
+        writer = HistoryWriter(
+            self.paths.history_db,
+            settings=config.history,
+            pricer=self.pricer,
+            # Fewer, larger batches: each writer wake-up contends with the event loop for
+            # the GIL (docs/performance.md). Records reach the database within a second.
+            batch_interval=1.0,
+            batch_size=2000,
+        )
         writer.listeners.extend(self.history_status_listeners)
         self.history_writer = writer.start()
 
