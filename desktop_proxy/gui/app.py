@@ -7,6 +7,7 @@ Where there is no display or no system tray, it says so in one line and runs hea
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -21,13 +22,15 @@ from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox, QSystemTrayIcon
 
 from desktop_proxy.errors import ConfigError
+from desktop_proxy.gui import qt_fixes
 from desktop_proxy.gui.bridge import GatewayBridge
+from desktop_proxy.gui.desktop_open import open_folder
 from desktop_proxy.gui.facade import GuiFacade, LaunchSpec, ServicesFacade
 from desktop_proxy.gui.icons import app_icon
-from desktop_proxy.gui.memory_history import MemoryHistory
 from desktop_proxy.gui.notifications import Notifier, port_in_use_message
 from desktop_proxy.gui.prefs import GuiPrefs, load_prefs, prefs_path, save_prefs
 from desktop_proxy.gui.single_instance import SingleInstance, server_name
+from desktop_proxy.gui.sqlite_history import SqliteHistory, TrayHistory
 from desktop_proxy.gui.tasks import LoopRunner, TaskRunner
 from desktop_proxy.gui.tray import TrayController
 from desktop_proxy.launch import autostart
@@ -37,11 +40,17 @@ from desktop_proxy.paths import AppPaths
 from desktop_proxy.services import Services
 
 log = logging.getLogger(__name__)
+qt_fixes.install()  # before any signal is emitted: see qt_fixes
 
 TRAY_WAIT_SECONDS = 10.0
+# After the gateway starts, its price tables and connection pools are loaded by then.
+HEAP_SETTLE_MS = 5000
+# Shortly after start-up, the History window is built (hidden) ahead of its first use.
+PREPARE_WINDOWS_MS = 1500
 SHUTDOWN_TIMEOUT = 8.0
-# Requests kept in memory for the History window until the SQLite store is plugged in.
-SESSION_HISTORY = 50_000
+# Requests of this session kept in memory (without bodies) for the History window, shown when
+# history is off or its database cannot be read.
+SESSION_HISTORY = 10_000
 
 
 def has_display(environ: dict[str, str] | os._Environ[str], platform: str = sys.platform) -> bool:
@@ -61,6 +70,19 @@ def free_port_near(host: str, port: int, tries: int = 20) -> int | None:
                 continue
             return candidate
     return None
+
+
+def settle_heap(*, collect: bool = True) -> None:
+    """Take the objects that live as long as the app out of the garbage collector's full passes.
+
+    Qt's, aiohttp's and the price tables' ~80,000 objects would otherwise be walked by every full
+    collection: a pause of the UI thread (and so of the gateway) of 60 ms on a fast machine and
+    130 ms on a slow one under load, measured by bench/ui_stall.py. `gc.freeze()` moves them to
+    the permanent generation. `collect` first clears what is already garbage (a pause too: only
+    when nothing is being served yet)."""
+    if collect:
+        gc.collect()
+    gc.freeze()
 
 
 class TrayApp(QObject):
@@ -87,6 +109,8 @@ class TrayApp(QObject):
         self._settings: Any = None
         self._history: Any = None
         self._quit = asyncio.Event()
+        self._heap_settled = False
+        self.bridge.gateway_state_changed.connect(self._gateway_state_changed)
         self.bridge.error.connect(self.show_error)
         self.bridge.port_in_use.connect(self.offer_other_port)
         self.bridge.launch_ready.connect(self.open_claude_terminal)
@@ -108,14 +132,18 @@ class TrayApp(QObject):
             self._settings.reset()
         self._raise(self._settings)
 
-    def show_history(self) -> None:
+    def prepare_history(self) -> None:
+        """Build the History window, hidden (it queries nothing until shown): done at start-up,
+        so that opening it later under load costs a show, not an import and a widget tree."""
         from desktop_proxy.gui.history_window import HistoryWindow
 
         if self._history is None:
             self._history = HistoryWindow(self.bridge)
-        else:
-            self._history.refresh_facets()
-        self._raise(self._history)
+            self._history.prerender()
+
+    def show_history(self) -> None:
+        self.prepare_history()
+        self._raise(self._history)  # shown, it loads (or reloads) the list
 
     @staticmethod
     def _raise(window: Any) -> None:
@@ -143,7 +171,19 @@ class TrayApp(QObject):
     def open_logs(self) -> None:
         log_dir = self.facade.paths.log_dir
         log_dir.mkdir(parents=True, exist_ok=True)
-        QDesktopServices.openUrl(QUrl.fromLocalFile(str(log_dir)))
+
+        def with_qt(_exc: BaseException | None = None) -> None:
+            if _exc is not None:
+                log.info("xdg-open failed (%s); asking Qt to open %s", _exc, log_dir)
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(log_dir)))
+
+        # Linux: xdg-open with a clean environment (desktop_open), spawned off the UI thread;
+        # elsewhere open_folder returns None and Qt opens it.
+        self.runner.call(
+            lambda: open_folder(log_dir),
+            lambda command: with_qt() if command is None else None,
+            with_qt,
+        )
 
     def autostart_enabled(self) -> bool:
         try:
@@ -161,6 +201,12 @@ class TrayApp(QObject):
         self._quit.set()
 
     # --- the rest ---------------------------------------------------------------------------
+
+    def _gateway_state_changed(self, status: object) -> None:
+        if not self._heap_settled and getattr(status, "running", False):
+            self._heap_settled = True
+            # No collection here: requests may be arriving already; freezing itself is cheap.
+            QTimer.singleShot(HEAP_SETTLE_MS, lambda: settle_heap(collect=False))
 
     def save_prefs(self, prefs: GuiPrefs) -> None:
         path = prefs_path(self.facade.paths.config_dir)
@@ -229,17 +275,22 @@ class TrayApp(QObject):
     def on_second_launch(self, _message: str) -> None:
         self.show_settings()
 
-    async def main(self) -> int:
+    def start(self) -> None:
+        """Show the tray, start the gateway (if set to), and get ready in the background."""
         self.tray.show()
         if self.prefs.start_gateway_on_launch:
             self.bridge.start_gateway()
-        self.bridge.refresh_usage()
+        self.bridge.start_usage_refresh()
+        QTimer.singleShot(PREPARE_WINDOWS_MS, self.prepare_history)
         if self.first_run:
             self.notify(
                 "Desktop Proxy is in your tray",
                 "Open Settings to add a provider and its key.",
             )
             self.show_settings()
+
+    async def main(self) -> int:
+        self.start()
         await self._quit.wait()
         self.tray.tray.hide()
         try:
@@ -248,7 +299,46 @@ class TrayApp(QObject):
             log.warning("the gateway did not stop within %.0f s", SHUTDOWN_TIMEOUT)
         if isinstance(self.runner, LoopRunner):
             await self.runner.drain()
+        history = self.facade.history
+        if isinstance(history, TrayHistory):
+            await asyncio.to_thread(history.close)
         return 0
+
+
+def history_enabled(services: Services) -> bool:
+    """Whether requests are being saved: the config switch (read anew, so Settings can flip it
+    while the app runs), unless `serve --no-history` style forced it off."""
+    config = services.config
+    return config is not None and config.history.enabled and not services.history_forced_off
+
+
+def build_history(services: Services) -> TrayHistory:
+    """The History window's source: the SQLite history, this session's requests as fallback.
+
+    Nothing is opened here (no blocking on the UI thread): the first query does, in a worker."""
+    history = TrayHistory(
+        SqliteHistory(services.paths.history_db),
+        enabled=lambda: history_enabled(services),
+        session_capacity=SESSION_HISTORY,
+    )
+    services.record_listeners.append(history.add)  # before the facade's: pages include it
+    return history
+
+
+def build_tray_app(
+    app: QApplication,
+    services: Services,
+    loop: asyncio.AbstractEventLoop,
+    prefs: GuiPrefs,
+    *,
+    first_run: bool = False,
+) -> TrayApp:
+    """Everything around the tray on `loop` (qasync's): the bench (bench/ui_stall.py) builds
+    the same thing this way."""
+    facade = ServicesFacade(services, build_history(services))
+    tray_app = TrayApp(app, facade, LoopRunner(loop), prefs, first_run=first_run)
+    settle_heap()  # start-up: nothing shown or served yet
+    return tray_app
 
 
 def _config_arg(args: list[str]) -> Path | None:
@@ -276,7 +366,7 @@ def _headless(args: list[str], why: str) -> int:
 
 
 def run(args: list[str]) -> int:
-    import qasync
+    from desktop_proxy.gui.loop import GatewayEventLoop
 
     if not has_display(os.environ):
         return _headless(args, "no display")
@@ -305,15 +395,11 @@ def run(args: list[str]) -> int:
     except ConfigError as exc:
         QMessageBox.critical(None, "Desktop Proxy cannot start", str(exc))
         return 1
-    history = MemoryHistory(capacity=SESSION_HISTORY)
-    services.record_listeners.append(history.add)  # before the facade's, so pages include it
-    facade = ServicesFacade(services, history)
     prefs = load_prefs(prefs_path(paths.config_dir))
 
-    loop = qasync.QEventLoop(app)
+    loop = GatewayEventLoop(app)
     asyncio.set_event_loop(loop)
-    runner = LoopRunner(loop)
-    tray_app = TrayApp(app, facade, runner, prefs, first_run=services.created_config)
+    tray_app = build_tray_app(app, services, loop, prefs, first_run=services.created_config)
     single.message_received.connect(tray_app.on_second_launch)
 
     # Python only sees SIGINT between Qt events: a no-op timer gives it regular chances

@@ -12,7 +12,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -31,6 +31,7 @@ from desktop_proxy.config.secrets import (
 )
 from desktop_proxy.errors import DesktopProxyError, SecretError
 from desktop_proxy.history.record import RequestRecord
+from desktop_proxy.history.writer import WriterStatus
 from desktop_proxy.paths import AppPaths
 from desktop_proxy.server.runner import GatewayServer, format_url
 from desktop_proxy.server.state import is_loopback_host
@@ -41,6 +42,8 @@ GatewayPhase = Literal["stopped", "starting", "running", "stopping", "error"]
 StatusFilter = Literal["any", "ok", "error"]
 RecordListener = Callable[[RequestRecord], None]
 HealthListener = Callable[[str, bool, str], None]
+# Called from the history writer's THREAD (not the UI thread) when it degrades or recovers.
+HistoryStatusListener = Callable[[WriterStatus], None]
 
 
 # --- gateway state ----------------------------------------------------------------------------
@@ -141,15 +144,18 @@ class HistoryFilter:
             return False
         if self.text:
             needle = self.text.lower()
+            # The same fields the SQLite history searches (history.query._TEXT_COLUMNS).
             hay = (
                 rec.id,
+                rec.client_api,
+                rec.path,
+                rec.client,
+                rec.session_id,
+                rec.access_key,
                 rec.requested_model,
                 rec.model,
                 rec.provider,
                 rec.error,
-                rec.client,
-                rec.path,
-                rec.access_key,
             )
             if not any(needle in h.lower() for h in hay if h):
                 return False
@@ -180,16 +186,47 @@ class HistoryFacets:
     models: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class UsageSnapshot:
+    """Requests and cost since a time, as stored, and which of the asked-about ids (requests the
+    tray saw live) those figures already include."""
+
+    requests: int = 0
+    cost_usd: float = 0.0
+    found: frozenset[str] = frozenset()
+
+
 class HistorySource(Protocol):
     """Read side of the request history. Every method may block: call them off the UI thread.
 
     Rows are ordered newest first. Implementations must be safe to call from a worker thread.
     """
 
+    @property
+    def notice(self) -> str | None:
+        """Why the history shown is incomplete (off, unreadable), for the window; None if it
+        is not. Cheap, never blocks: reflects what the last query found."""
+        ...
+
     def count(self, filters: HistoryFilter) -> int: ...
 
     def page(self, filters: HistoryFilter, offset: int, limit: int) -> list[RequestRecord]:
         """Up to `limit` records from `offset`; bodies may be left out (see `get`)."""
+        ...
+
+    def page_before(
+        self, filters: HistoryFilter, before: RequestRecord | None, limit: int
+    ) -> list[RequestRecord]:
+        """Up to `limit` records older than `before` (a record a previous page returned; None
+        for the newest). Unlike offsets, this does not shift while new requests arrive."""
+        ...
+
+    def usage_since(
+        self, since: float, pending: Callable[[], Collection[str]]
+    ) -> UsageSnapshot:
+        """Requests and cost with time >= `since`, and which of the ids `pending()` returns are
+        counted in them. `pending` is called after the figures were read (one snapshot), so
+        every request they include that the caller had seen is among those ids."""
         ...
 
     def stats(self, filters: HistoryFilter) -> HistoryStats: ...
@@ -238,6 +275,11 @@ class GuiFacade(Protocol):
 
     def add_health_listener(self, listener: HealthListener) -> None:
         """listener(provider, healthy, reason) when a provider enters or leaves cooldown."""
+        ...
+
+    def add_history_status_listener(self, listener: HistoryStatusListener) -> None:
+        """listener(status) when the history writer degrades or recovers. Called from the
+        writer's thread: the listener must hand over to the UI thread itself."""
         ...
 
     async def start_gateway(self, port: int | None = None) -> GatewayStatus:
@@ -364,7 +406,10 @@ class ServicesFacade:
         self._error: str | None = None
         self._record_listeners: list[RecordListener] = []
         self._health_listeners: list[HealthListener] = []
+        self._history_status_listeners: list[HistoryStatusListener] = []
         services.record_listeners.append(self._on_record)
+        # Copied into each history writer when the gateway opens one (Services._open_history).
+        services.history_status_listeners.append(self._on_history_status)
 
     @property
     def services(self) -> Services:
@@ -410,6 +455,14 @@ class ServicesFacade:
 
     def add_health_listener(self, listener: HealthListener) -> None:
         self._health_listeners.append(listener)
+
+    def add_history_status_listener(self, listener: HistoryStatusListener) -> None:
+        self._history_status_listeners.append(listener)
+
+    def _on_history_status(self, status: WriterStatus) -> None:
+        # The writer's thread: just pass it on (the bridge queues it to the UI thread).
+        for listener in list(self._history_status_listeners):
+            listener(status)
 
     def _on_record(self, rec: RequestRecord) -> None:
         for listener in list(self._record_listeners):

@@ -2,7 +2,10 @@
 
 Pages are loaded through the TaskRunner (a worker thread in the app), so scrolling through
 100k rows never runs a query on the UI thread; the view asks for more with canFetchMore /
-fetchMore as it nears the end of what is loaded.
+fetchMore as it nears the end of what is loaded. Pages continue from the last row of the
+previous page (keyset, `page_before`), not from an offset: rows arriving live at 100 per second
+would otherwise shift every offset. A request can reach the model both live and in a page (it
+is in the database by the time the page is read); rows are kept unique by request id.
 """
 
 from __future__ import annotations
@@ -26,11 +29,18 @@ from PySide6.QtCore import (
 )
 from PySide6.QtGui import QColor
 
+from desktop_proxy.gui import qt_fixes
 from desktop_proxy.gui.facade import DayCost, HistoryFilter, HistorySource
+from desktop_proxy.gui.sqlite_history import without_bodies
 from desktop_proxy.gui.tasks import TaskRunner
 from desktop_proxy.history.record import RequestRecord
 
 PAGE_SIZE = 200
+# Rows kept: live rows arriving at 100 per second into a window left open would otherwise grow
+# without end (memory, and the garbage collector's pauses). Beyond this the oldest loaded rows are
+# dropped; scrolling down loads them again from the source.
+MAX_ROWS = 20_000
+qt_fixes.install()  # before any signal is emitted: see qt_fixes
 LIVE_FLUSH_MS = 250
 AnyIndex = QModelIndex | QPersistentModelIndex
 
@@ -83,12 +93,14 @@ class HistoryTableModel(QAbstractTableModel):
         runner: TaskRunner,
         *,
         page_size: int = PAGE_SIZE,
+        max_rows: int = MAX_ROWS,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
         self._source = source
         self._runner = runner
         self._page_size = page_size
+        self._max_rows = max(max_rows, 2 * page_size)
         self._rows: list[RequestRecord] = []
         self._ids: set[str] = set()
         self._filters = HistoryFilter()
@@ -96,6 +108,12 @@ class HistoryTableModel(QAbstractTableModel):
         self._loading = False
         self._exhausted = source is None
         self._live: list[RequestRecord] = []
+        self._recent: list[RequestRecord] = []
+        # Live rows wait until the count and first page are in: shown before, a row stored by
+        # the time the count ran would be counted twice.
+        self._first_pending = False
+        # The last row of the last page loaded: where the next page starts.
+        self._cursor: RequestRecord | None = None
         self.total: int | None = None
         self._flush = QTimer(self)
         self._flush.setSingleShot(True)
@@ -144,10 +162,10 @@ class HistoryTableModel(QAbstractTableModel):
         if not self.canFetchMore(parent) or self._source is None:
             return
         self._loading = True
-        source, filters, offset = self._source, self._filters, len(self._rows)
+        source, filters, before = self._source, self._filters, self._cursor
         generation, limit = self._generation, self._page_size
         self._runner.call(
-            lambda: source.page(filters, offset, limit),
+            lambda: source.page_before(filters, before, limit),
             lambda records: self._page_loaded(generation, records, limit),
             lambda exc: self._page_failed(generation, exc),
         )
@@ -169,38 +187,60 @@ class HistoryTableModel(QAbstractTableModel):
         self._source = source
         self.set_filters(self._filters)
 
-    def set_filters(self, filters: HistoryFilter) -> None:
-        """Start over with new filters: count in the background, then the first page."""
+    def set_filters(
+        self, filters: HistoryFilter, recent: Sequence[RequestRecord] = ()
+    ) -> None:
+        """Start over with new filters: count in the background, then the first page.
+
+        `recent` are requests that finished while nobody was watching (the window was closed)
+        and may not be stored yet: once the first page is in, those it does not have and that
+        are not older than its last row are shown as live rows (older ones, if stored, come
+        with later pages)."""
         self.beginResetModel()
         self._generation += 1
         self._filters = filters
-        self._rows, self._ids, self._live = [], set(), []
+        # Live rows not shown yet stay (they may not be stored yet, so pages may miss them).
+        self._rows, self._ids = [], set()
+        self._live = [r for r in self._live if filters.matches(r)]
+        self._recent = [r for r in recent if filters.matches(r)]
+        self._cursor = None
         self._loading = False
         self._exhausted = self._source is None
         self.total = None
+        self._first_pending = self._source is not None
         self.endResetModel()
         if self._source is None:
             return
-        source, generation = self._source, self._generation
-        self._runner.call(
-            lambda: source.count(filters),
-            lambda n: self._counted(generation, n),
-            lambda exc: self._page_failed(generation, exc),
-        )
-        self.fetchMore()
+        # The count, then the first page, in one worker call: a request stored in between is
+        # then in the page (and so never added again live), not counted twice.
+        source, generation, limit = self._source, self._generation, self._page_size
+        self._loading = True
+
+        def first() -> tuple[int, list[RequestRecord]]:
+            return source.count(filters), source.page_before(filters, None, limit)
+
+        def loaded(result: tuple[int, list[RequestRecord]]) -> None:
+            self._counted(generation, result[0])
+            self._page_loaded(generation, result[1], limit)
+
+        self._runner.call(first, loaded, lambda exc: self._page_failed(generation, exc))
 
     def refresh(self) -> None:
         self.set_filters(self._filters)
 
     def _counted(self, generation: int, n: int) -> None:
         if generation == self._generation:
-            self.total = n + len(self._live)
+            self.total = n
             self.total_changed.emit(self.total)
 
     def _page_loaded(self, generation: int, records: Sequence[RequestRecord], limit: int) -> None:
         if generation != self._generation:
             return
         self._loading = False
+        first_page = self._cursor is None
+        self._first_pending = False
+        if records:
+            self._cursor = records[-1]
         fresh = [r for r in records if r.id not in self._ids]
         if len(records) < limit:
             self._exhausted = True
@@ -210,25 +250,44 @@ class HistoryTableModel(QAbstractTableModel):
             self._rows.extend(fresh)
             self._ids.update(r.id for r in fresh)
             self.endInsertRows()
+        if first_page and self._recent:
+            oldest = records[-1].time if len(records) >= limit else float("-inf")
+            listed = {r.id for r in records}
+            for rec in self._recent:
+                if rec.id not in listed and rec.time >= oldest:
+                    self.add_live(rec)
+            self._recent = []
 
     def _page_failed(self, generation: int, exc: BaseException) -> None:
         if generation == self._generation:
             self._loading = False
             self._exhausted = True
+            self._first_pending = False
             self.load_failed.emit(str(exc))
 
     def add_live(self, rec: RequestRecord) -> None:
-        """A request just finished: show it on top (batched, so 100 req/s stay cheap)."""
+        """A request just finished: show it on top (batched, so 100 req/s stay cheap).
+
+        Its bodies are left out (the detail pane reads them from the source, like for rows
+        from pages), so a window left open does not hold every body in memory."""
         if not self._filters.matches(rec) or rec.id in self._ids:
             return
-        self._live.append(rec)
+        self._live.append(without_bodies(rec))
         if not self._flush.isActive():
             self._flush.start()
 
     def flush_live(self) -> None:
         if not self._live:
             return
-        batch = [r for r in reversed(self._live) if r.id not in self._ids]
+        if self._first_pending:
+            self._flush.start()  # after the first page (see _first_pending)
+            return
+        batch: list[RequestRecord] = []
+        taken: set[str] = set()
+        for rec in reversed(self._live):
+            if rec.id not in self._ids and rec.id not in taken:
+                taken.add(rec.id)
+                batch.append(rec)
         self._live = []
         if not batch:
             return
@@ -239,6 +298,20 @@ class HistoryTableModel(QAbstractTableModel):
         if self.total is not None:
             self.total += len(batch)
             self.total_changed.emit(self.total)
+        if len(self._rows) > self._max_rows + self._page_size and not self._loading:
+            self._trim()
+
+    def _trim(self) -> None:
+        """Drop the oldest rows beyond max_rows; the next fetchMore continues after the new
+        last row (not after the last page, which is gone)."""
+        keep = self._max_rows
+        self.beginRemoveRows(QModelIndex(), keep, len(self._rows) - 1)
+        dropped = self._rows[keep:]
+        del self._rows[keep:]
+        self._ids.difference_update(r.id for r in dropped)
+        self.endRemoveRows()
+        self._cursor = self._rows[-1]
+        self._exhausted = self._source is None
 
 
 # --- the per-day chart's data ---------------------------------------------------------------
@@ -315,14 +388,19 @@ CSV_FIELDS = (
 
 
 def export_csv(source: HistorySource, filters: HistoryFilter, path: Path, chunk: int = 5000) -> int:
-    """Write every record matching `filters` to `path` (blocking); returns how many."""
+    """Write every record matching `filters` to `path` (blocking); returns how many.
+
+    Pages by keyset, so requests arriving during the export neither repeat nor push rows out."""
     written = 0
+    last: RequestRecord | None = None
     tmp = path.with_name(path.name + ".part")
     with tmp.open("w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(CSV_FIELDS)
         while True:
-            page = source.page(filters, written, chunk)
+            page = source.page_before(filters, last, chunk)
+            if page:
+                last = page[-1]
             for rec in page:
                 row = []
                 for name in CSV_FIELDS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -44,8 +45,9 @@ from desktop_proxy.gui.history_model import (
     export_csv,
     pretty_body,
 )
-from desktop_proxy.gui.tray import format_cost
+from desktop_proxy.gui.tray import format_cost, history_warning
 from desktop_proxy.history.record import RequestRecord
+from desktop_proxy.history.writer import WriterStatus
 
 RANGES: tuple[tuple[str, float | None], ...] = (
     ("Last hour", 3600.0),
@@ -59,6 +61,19 @@ STATUSES: tuple[tuple[str, StatusFilter], ...] = (
     ("Succeeded", "ok"),
     ("Failed", "error"),
 )
+
+
+STATS_MIN_INTERVAL_MS = 1000
+# Requests that finished while the window was hidden, kept to be offered when it is shown:
+# the last ones may not be stored yet when the list is read (the writer batches).
+BACKLOG = 1000
+# The summary query may use at most this share of a CPU while requests stream in.
+STATS_BUDGET = 0.1
+
+
+def stats_interval_ms(took: float) -> int:
+    """How long to wait before re-reading the summary after a query that took `took` s."""
+    return max(STATS_MIN_INTERVAL_MS, round(took / STATS_BUDGET * 1000))
 
 
 def range_since(span: float | None, now: float) -> float | None:
@@ -166,12 +181,21 @@ class HistoryWindow(QWidget):
         self.model.total_changed.connect(self._update_count)
         self.model.load_failed.connect(lambda msg: self.count_label.setText(f"Error: {msg}"))
         bridge.record_added.connect(self._on_record)
+        bridge.history_status_changed.connect(lambda _s: self.update_notice())
+        # Hidden (not shown yet, or closed), the window neither queries nor follows live
+        # requests; shown, it (re)loads. So the app can build it ahead of time, hidden.
+        self._stale = True
+        self._backlog: deque[RequestRecord] = deque(maxlen=BACKLOG)
+        self._prerendering = False
+        # While requests arrive, the summary and chart are re-read at most once a second, and
+        # no more often than STATS_BUDGET allows: an "All time" query over 100k+ rows takes a
+        # few hundred ms of CPU, which the gateway shares on a small machine.
         self._stats_timer = QTimer(self)
         self._stats_timer.setSingleShot(True)
-        self._stats_timer.setInterval(1000)
+        self._stats_timer.setInterval(STATS_MIN_INTERVAL_MS)
         self._stats_timer.timeout.connect(self.refresh_stats)
-        self.apply_filters()
-        self.refresh_facets()
+        self._stats_busy = False
+        self.update_notice()
 
     # --- layout -----------------------------------------------------------------------------
 
@@ -200,14 +224,23 @@ class HistoryWindow(QWidget):
         self.export_button = QPushButton("Export CSV…")
         for w in (self.range_box, self.provider_box, self.model_box, self.status_box):
             bar.addWidget(w)
-            w.currentIndexChanged.connect(self.apply_filters)
+            w.currentIndexChanged.connect(lambda _index: self.apply_filters())
         bar.addWidget(self.search, 1)
         bar.addWidget(self.export_button)
         layout.addLayout(bar)
+        # Says why the list is incomplete: history off, database unreadable or not written.
+        self.notice_label = QLabel("")
+        self.notice_label.setWordWrap(True)
+        self.notice_label.setStyleSheet(
+            "QLabel { background: palette(alternate-base); border: 1px solid #e0a800;"
+            " border-radius: 4px; padding: 6px; }"
+        )
+        self.notice_label.hide()
+        layout.addWidget(self.notice_label)
         self._search_timer = QTimer(self)
         self._search_timer.setSingleShot(True)
         self._search_timer.setInterval(250)
-        self._search_timer.timeout.connect(self.apply_filters)
+        self._search_timer.timeout.connect(lambda: self.apply_filters())
         self.search.textChanged.connect(lambda _t: self._search_timer.start())
         self.export_button.clicked.connect(self.export)
 
@@ -297,8 +330,10 @@ class HistoryWindow(QWidget):
             text=self.search.text().strip(),
         )
 
-    def apply_filters(self) -> None:
-        self.model.set_filters(self.current_filters())
+    def apply_filters(self, recent: Sequence[RequestRecord] = ()) -> None:
+        if self._stale:
+            return  # hidden: loaded when shown
+        self.model.set_filters(self.current_filters(), recent)
         self.refresh_stats()
         self._show_record(None)
 
@@ -306,15 +341,55 @@ class HistoryWindow(QWidget):
         history = self.bridge.facade.history
         if history is None:
             self.summary_label.setText("History is not available.")
+            self.update_notice()
+            return
+        if self._stats_busy:
             return
         filters = self.model.filters
-        self.bridge.runner.call(
-            lambda: history.stats(filters), lambda stats: self._stats_loaded(filters, stats)
-        )
+        self._stats_busy = True
+
+        def read() -> tuple[HistoryStats, float]:
+            started = time.perf_counter()
+            return history.stats(filters), time.perf_counter() - started
+
+        def done(result: tuple[HistoryStats, float]) -> None:
+            stats, took = result
+            self._stats_busy = False
+            self._stats_timer.setInterval(stats_interval_ms(took))
+            self._stats_loaded(filters, stats)
+
+        def failed(exc: BaseException) -> None:
+            self._stats_busy = False
+            self.summary_label.setText(f"History could not be read: {exc}")
+
+        self.bridge.runner.call(read, done, failed)
+
+    def notice_text(self) -> str | None:
+        history = self.bridge.facade.history
+        parts = []
+        if history is None:
+            parts.append("History is not available: only requests arriving now are shown.")
+        elif history.notice:
+            parts.append(history.notice)
+        warning = history_warning(self.bridge.history_status)
+        if warning is not None:
+            parts.append(warning + ". Requests are kept in memory until it can be written.")
+        return "\n".join(parts) or None
+
+    def update_notice(self, _status: WriterStatus | None = None) -> None:
+        text = self.notice_text()
+        self.notice_label.setText(text or "")
+        self.notice_label.setVisible(text is not None)
 
     def _stats_loaded(self, filters: HistoryFilter, stats: HistoryStats) -> None:
+        self.update_notice()  # the source knows by now whether its database could be read
         if filters != self.model.filters:
             return
+        if self.model.total is not None and self.model.total < stats.requests:
+            # A request in flight when the list was read, counted neither way: the stored
+            # figures know better.
+            self.model.total = stats.requests
+            self._update_count(stats.requests)
         self.stats = stats
         self.summary_label.setText(summary_text(stats))
         span = 7 if RANGES[self.range_box.currentIndex()][1] == 7 * 86400.0 else 30
@@ -348,8 +423,12 @@ class HistoryWindow(QWidget):
     # --- live -------------------------------------------------------------------------------
 
     def _on_record(self, rec: RequestRecord) -> None:
+        if not self.isVisible():
+            self._stale = True
+            self._backlog.append(rec)
+            return
         self.model.add_live(rec)
-        if self.isVisible() and not self._stats_timer.isActive():
+        if not self._stats_timer.isActive():
             self._stats_timer.start()
 
     # --- details ----------------------------------------------------------------------------
@@ -416,10 +495,36 @@ class HistoryWindow(QWidget):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self._stats_timer.stop()
+        self._stale = True
         event.accept()
 
+    def prerender(self) -> None:
+        """Lay out, polish and paint the window once, off screen and without querying, so that
+        its first real show under load costs a few milliseconds instead of 10-60."""
+        if self.isVisible():
+            return
+        self._prerendering = True
+        self.setAttribute(Qt.WidgetAttribute.WA_DontShowOnScreen, True)
+        try:
+            self.show()  # layout and polish, synchronously
+            self.grab()  # and one paint, into a pixmap that is thrown away
+            self.hide()
+        finally:
+            self.setAttribute(Qt.WidgetAttribute.WA_DontShowOnScreen, False)
+            self._prerendering = False
+
     def showEvent(self, event: object) -> None:
-        self.refresh_stats()
+        if self._prerendering:
+            return
+        if self._stale:
+            # First shown, or requests arrived while closed: read the list again (time ranges
+            # move on too). Rows stay unique by id even where a live row and a page overlap.
+            self._stale = False
+            self.apply_filters(list(self._backlog))  # the last ones may not be stored yet
+            self._backlog.clear()
+            self.refresh_facets()
+        else:
+            self.refresh_stats()
 
 
 def overview(rec: RequestRecord) -> str:

@@ -1,11 +1,12 @@
-"""A `HistorySource` held in memory: this session's requests until the SQLite store is wired in,
-and the fake behind the history window's tests and screenshots."""
+"""A `HistorySource` held in memory: this session's requests when the SQLite history is off or
+cannot be read (see sqlite_history.TrayHistory), and the fake behind the history window's tests
+and screenshots."""
 
 from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from datetime import date
 
 from desktop_proxy.gui.facade import (
@@ -13,6 +14,7 @@ from desktop_proxy.gui.facade import (
     HistoryFacets,
     HistoryFilter,
     HistoryStats,
+    UsageSnapshot,
     local_day,
 )
 from desktop_proxy.history.record import RequestRecord
@@ -21,11 +23,32 @@ from desktop_proxy.history.record import RequestRecord
 class MemoryHistory:
     """Thread-safe; keeps at most `capacity` records (oldest dropped first)."""
 
-    def __init__(self, records: Iterable[RequestRecord] = (), capacity: int = 1_000_000) -> None:
+    def __init__(
+        self,
+        records: Iterable[RequestRecord] = (),
+        capacity: int = 1_000_000,
+        *,
+        notice: str | None = None,
+    ) -> None:
         self._lock = threading.Lock()
         self._records: list[RequestRecord] = sorted(records, key=lambda r: r.time)
         self._capacity = capacity
-        self.page_calls: list[tuple[int, int]] = []
+        self._notice = notice
+        self.page_calls: list[tuple[int, int]] = []  # (offset, limit) of page() calls
+        self.before_calls: list[tuple[str | None, int]] = []  # (before id, limit): page_before
+
+
+    @property
+    def notice(self) -> str | None:
+        return self._notice
+
+    @notice.setter
+    def notice(self, value: str | None) -> None:
+        self._notice = value
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._records)
 
     def add(self, rec: RequestRecord) -> None:
         with self._lock:
@@ -61,6 +84,34 @@ class MemoryHistory:
             if i >= offset:
                 out.append(rec)
         return out
+
+    def page_before(
+        self, filters: HistoryFilter, before: RequestRecord | None, limit: int
+    ) -> list[RequestRecord]:
+        self.before_calls.append((before.id if before is not None else None, limit))
+        out: list[RequestRecord] = []
+        passed = before is None
+        for rec in self._newest_first(filters):
+            if not passed:
+                passed = rec.id == before.id  # type: ignore[union-attr]
+                continue
+            out.append(rec)
+            if len(out) >= limit:
+                break
+        if not passed and before is not None:
+            # `before` is gone (dropped for capacity): carry on from its time.
+            return [r for r in self._newest_first(filters) if r.time < before.time][:limit]
+        return out
+
+    def usage_since(self, since: float, pending: Callable[[], Collection[str]]) -> UsageSnapshot:
+        with self._lock:
+            snapshot = [r for r in self._records if r.time >= since]
+            ids = set(pending())
+        return UsageSnapshot(
+            len(snapshot),
+            sum(r.cost_usd or 0.0 for r in snapshot),
+            frozenset(r.id for r in snapshot if r.id in ids),
+        )
 
     def stats(self, filters: HistoryFilter) -> HistoryStats:
         requests = input_tokens = output_tokens = errors = 0

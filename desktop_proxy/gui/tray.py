@@ -5,13 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from PySide6.QtCore import QObject
+from PySide6.QtCore import QObject, QTimer
 from PySide6.QtGui import QAction, QGuiApplication, QIcon
 from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
 from desktop_proxy.gui.bridge import GatewayBridge, UsageToday
 from desktop_proxy.gui.facade import GatewayStatus
 from desktop_proxy.gui.icons import IconState, tray_icon
+from desktop_proxy.history.writer import WriterStatus
+
+# Tooltip updates from live requests are coalesced: at 100 requests per second, once per this.
+TOOLTIP_REFRESH_MS = 500
 
 
 class TrayHost(Protocol):
@@ -48,12 +52,22 @@ def format_requests(n: int) -> str:
     return f"{n:,} request{'s' if n != 1 else ''} today"
 
 
-def icon_state(status: GatewayStatus) -> IconState:
+def icon_state(status: GatewayStatus, history: WriterStatus | None = None) -> IconState:
     if status.phase == "error":
         return "error"
-    if status.degraded:
+    if status.degraded or (status.running and history_warning(history) is not None):
         return "degraded"
     return "running" if status.running else "stopped"
+
+
+def history_warning(history: WriterStatus | None) -> str | None:
+    """One line about the history writer when requests are not being saved, else None."""
+    if history is None or history.state != "degraded":
+        return None
+    text = "History is not being saved: " + first_line(history.message or "database error", 90)
+    if history.dropped:
+        text += f" ({history.dropped:,} requests lost)"
+    return text
 
 
 def status_line(status: GatewayStatus, usage: UsageToday) -> str:
@@ -77,7 +91,9 @@ def first_line(text: str, limit: int) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def tooltip_text(status: GatewayStatus, usage: UsageToday) -> str:
+def tooltip_text(
+    status: GatewayStatus, usage: UsageToday, history: WriterStatus | None = None
+) -> str:
     lines = ["Desktop Proxy"]
     if status.running:
         lines.append(status.openai_url)
@@ -86,6 +102,9 @@ def tooltip_text(status: GatewayStatus, usage: UsageToday) -> str:
             lines.append(f"{provider}: cooling down ({reason})")
     else:
         lines.append(status_line(status, usage))
+    warning = history_warning(history)
+    if warning is not None:
+        lines.append(warning)
     return "\n".join(lines)
 
 
@@ -100,10 +119,22 @@ class TrayController(QObject):
         self.tray.setContextMenu(self.menu)
         self.tray.activated.connect(self._activated)
         self._icons: dict[IconState, QIcon] = {}
+        # Live requests change the figures up to 100 times a second: refresh at most twice.
+        self._soon = QTimer(self)
+        self._soon.setSingleShot(True)
+        self._soon.setInterval(TOOLTIP_REFRESH_MS)
+        self._soon.timeout.connect(self.refresh)
         bridge.gateway_state_changed.connect(lambda _s: self.refresh())
-        bridge.usage_changed.connect(lambda _u: self.refresh())
+        bridge.history_status_changed.connect(lambda _s: self.refresh())
+        bridge.usage_changed.connect(self._usage_changed)
         self.rebuild_menu()
         self.refresh()
+
+    def _usage_changed(self, usage: UsageToday) -> None:
+        if self.menu.isVisible():
+            self.status_action.setText(status_line(self.bridge.status(), usage))
+        if not self._soon.isActive():
+            self._soon.start()
 
     def icon_for(self, state: IconState) -> QIcon:
         if state not in self._icons:
@@ -112,9 +143,14 @@ class TrayController(QObject):
 
     def refresh(self) -> None:
         status = self.bridge.status()
-        self.current_state = icon_state(status)
-        self.tray.setIcon(self.icon_for(self.current_state))
-        self.tray.setToolTip(tooltip_text(status, self.bridge.usage))
+        history = self.bridge.history_status
+        state = icon_state(status, history)
+        if state != getattr(self, "current_state", None):
+            self.current_state = state
+            self.tray.setIcon(self.icon_for(state))
+        tooltip = tooltip_text(status, self.bridge.usage, history)
+        if tooltip != self.tray.toolTip():
+            self.tray.setToolTip(tooltip)
 
     def show(self) -> None:
         self.tray.show()
@@ -136,6 +172,10 @@ class TrayController(QObject):
         return action
 
     def rebuild_menu(self) -> None:
+        # The figures shown are the last ones read; fresher ones are read in the background and
+        # update the status line if they arrive while the menu is open.
+        self.bridge.refresh_usage()
+        self.refresh()
         menu = self.menu
         menu.clear()
         status = self.bridge.status()
@@ -145,6 +185,10 @@ class TrayController(QObject):
         menu.addAction(self.status_action)
         for provider, reason in sorted(status.cooling.items()):
             menu.addAction(self._action(f"⚠ {provider} is cooling down ({reason})", enabled=False))
+        history_line = history_warning(self.bridge.history_status)
+        if history_line is not None:
+            self.history_action = self._action("⚠ " + history_line, enabled=False)
+            menu.addAction(self.history_action)
         if status.running and not status.loopback and status.open_access:
             menu.addAction(
                 self._action("⚠ Open on the network without an access key", enabled=False)

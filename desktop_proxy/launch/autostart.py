@@ -35,10 +35,25 @@ class RunKey(Protocol):
     def delete(self, name: str) -> None: ...
 
 
-def app_command(*, frozen: bool | None = None, executable: str | None = None) -> list[str]:
-    """How to start the tray app again: the frozen executable, the console script, or -m."""
+def app_command(
+    *,
+    frozen: bool | None = None,
+    executable: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> list[str]:
+    """How to start the tray app again: the AppImage, the frozen executable, the console
+    script, or -m.
+
+    Run from an AppImage, `sys.executable` lives under the image's temporary mount point
+    (/tmp/.mount_XXXX), which is gone after a reboot; the AppImage runtime puts the path of
+    the image itself in $APPIMAGE, and that is what must start at login.
+    """
     exe = executable or sys.executable
+    env = os.environ if environ is None else environ
     if frozen if frozen is not None else getattr(sys, "frozen", False):
+        appimage = env.get("APPIMAGE", "").strip()
+        if appimage and os.path.isabs(appimage):
+            return [appimage]
         return [exe]
     scripts = Path(exe).parent
     for name in ("desktop-proxy", "desktop-proxy.exe"):
@@ -193,7 +208,7 @@ def enable(
 ) -> Path | None:
     """Create (or refresh) the entry; returns the file written, None for the registry."""
     system, home_dir, env = _defaults(os_name, home, environ)
-    command = list(argv) if argv is not None else app_command()
+    command = list(argv) if argv is not None else app_command(environ=env)
     path = autostart_path(system, home_dir, env)
     if path is None:
         (run_key or WinregRunKey()).set(APP_ID, windows_run_value(command))

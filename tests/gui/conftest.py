@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from desktop_proxy.gui import qt_fixes
 from desktop_proxy.gui.tasks import InlineRunner
 from tests.gui.fakes import FakeFacade, FakeHost
+
+qt_fixes.install()  # before the first signal: see desktop_proxy/gui/qt_fixes.py
 
 
 @pytest.fixture

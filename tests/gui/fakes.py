@@ -18,10 +18,12 @@ from desktop_proxy.gui.facade import (
     GatewayStatus,
     HealthListener,
     HistorySource,
+    HistoryStatusListener,
     LaunchSpec,
     RecordListener,
 )
 from desktop_proxy.history.record import RequestRecord
+from desktop_proxy.history.writer import WriterStatus
 from desktop_proxy.paths import AppPaths
 
 
@@ -36,6 +38,7 @@ class FakeFacade:
         self.taken_ports: set[int] = set()
         self.record_listeners: list[RecordListener] = []
         self.health_listeners: list[HealthListener] = []
+        self.history_status_listeners: list[HistoryStatusListener] = []
         self.applied: list[tuple[AppConfig, dict[str, str], list[str]]] = []
         self.connection = ConnectionResult(
             True, "Connected in 5 ms: 2 models available.", ("m1", "m2"), 200
@@ -71,6 +74,14 @@ class FakeFacade:
 
     def add_health_listener(self, listener: HealthListener) -> None:
         self.health_listeners.append(listener)
+
+    def add_history_status_listener(self, listener: HistoryStatusListener) -> None:
+        self.history_status_listeners.append(listener)
+
+    def emit_history_status(self, status: WriterStatus) -> None:
+        """As the history writer does: call the listeners on the calling thread."""
+        for listener in self.history_status_listeners:
+            listener(status)
 
     def emit_record(self, rec: RequestRecord) -> None:
         for listener in self.record_listeners:

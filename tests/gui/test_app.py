@@ -130,3 +130,67 @@ def test_has_display() -> None:
     assert gui_app.has_display({"WAYLAND_DISPLAY": "wayland-0"}, "linux")
     assert gui_app.has_display({}, "darwin")
     assert QSystemTrayIcon.MessageIcon.Warning is not None
+
+
+def _tray_app(facade: FakeFacade) -> gui_app.TrayApp:
+    from PySide6.QtWidgets import QApplication
+
+    from desktop_proxy.gui.tasks import InlineRunner
+
+    app = QApplication.instance()
+    assert isinstance(app, QApplication)
+    return gui_app.TrayApp(app, facade, InlineRunner(), GuiPrefs())
+
+
+def test_open_logs_spawns_the_opener_itself(
+    qapp: object, facade: FakeFacade, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Linux: xdg-open with a cleaned environment (desktop_open); Qt only when that fails or
+    on systems where Qt opens folders in-process."""
+    opened: list[Path] = []
+    qt: list[str] = []
+    monkeypatch.setattr(
+        gui_app.QDesktopServices, "openUrl", lambda url: qt.append(url.toLocalFile()) or True
+    )
+    monkeypatch.setattr(
+        gui_app, "open_folder", lambda folder: opened.append(folder) or ["xdg-open", str(folder)]
+    )
+    tray_app = _tray_app(facade)
+    tray_app.open_logs()
+    assert opened == [facade.paths.log_dir] and qt == []
+    assert facade.paths.log_dir.is_dir()
+
+    def missing(folder: Path) -> list[str]:
+        raise FileNotFoundError(2, "No such file or directory", "xdg-open")
+
+    monkeypatch.setattr(gui_app, "open_folder", missing)
+    tray_app.open_logs()
+    assert qt == [str(facade.paths.log_dir)]
+    monkeypatch.setattr(gui_app, "open_folder", lambda folder: None)  # macOS, Windows
+    tray_app.open_logs()
+    assert qt == [str(facade.paths.log_dir)] * 2
+
+
+def test_app_history_follows_the_config(tmp_path: Path) -> None:
+    """The app reads the SQLite history while history is on, this session's requests when it
+    is switched off (and says so)."""
+    from desktop_proxy.gui.facade import HistoryFilter
+    from desktop_proxy.gui.sqlite_history import HISTORY_OFF_NOTICE, TrayHistory
+    from desktop_proxy.services import Services
+
+    services = Services(AppPaths.for_root(tmp_path))
+    config = services.load_config()
+    history = gui_app.build_history(services)
+    assert isinstance(history, TrayHistory)
+    assert history.add in services.record_listeners
+    assert gui_app.history_enabled(services) and history.notice is None
+    assert history.count(HistoryFilter()) == 0
+    assert not services.paths.history_db.exists()  # reading does not create it
+    services.record_listeners[0](make_record(1))
+    config.history.enabled = False
+    assert not gui_app.history_enabled(services)
+    assert history.notice == HISTORY_OFF_NOTICE
+    assert history.count(HistoryFilter()) == 1
+    config.history.enabled = True
+    services.history_forced_off = True  # started with --no-history
+    assert history.notice == HISTORY_OFF_NOTICE

@@ -5,6 +5,8 @@ from __future__ import annotations
 import plistlib
 from pathlib import Path
 
+import pytest
+
 from desktop_proxy.launch import autostart
 
 ARGV = ["/opt/Desktop Proxy/desktop-proxy", "--config", "/home/me/100% sure/config.json"]
@@ -89,3 +91,32 @@ def test_app_command_prefers_the_console_script(tmp_path: Path) -> None:
     assert autostart.app_command(frozen=True, executable=python) == [python]
     (tmp_path / "desktop-proxy").unlink()
     assert autostart.app_command(frozen=False, executable=python) == [python, "-m", "desktop_proxy"]
+
+
+def test_appimage_starts_from_the_image_not_its_mount_point() -> None:
+    """In an AppImage, sys.executable is under /tmp/.mount_XXXX, gone after a reboot."""
+    mounted = "/tmp/.mount_DeskPrAbCd/usr/bin/desktop-proxy"
+    image = "/home/me/Apps/Desktop Proxy-x86_64.AppImage"
+    env = {"APPIMAGE": image, "APPDIR": "/tmp/.mount_DeskPrAbCd"}
+    assert autostart.app_command(frozen=True, executable=mounted, environ=env) == [image]
+    # Not an AppImage (or a relative, meaningless value): the executable itself.
+    assert autostart.app_command(frozen=True, executable=mounted, environ={}) == [mounted]
+    assert autostart.app_command(
+        frozen=True, executable=mounted, environ={"APPIMAGE": "x.AppImage"}
+    ) == [mounted]
+    # Running from source with APPIMAGE inherited from a terminal the AppImage opened: ignored.
+    assert autostart.app_command(frozen=False, executable=mounted, environ=env)[1:] == [
+        "-m",
+        "desktop_proxy",
+    ]
+
+
+def test_enable_writes_the_appimage_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    image = "/home/me/Apps/DesktopProxy.AppImage"
+    env = {"APPIMAGE": image}
+    path = autostart.enable(os_name="linux", home=tmp_path, environ=env)
+    assert path is not None
+    assert f"Exec={image}\n" in path.read_text()

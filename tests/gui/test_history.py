@@ -48,8 +48,9 @@ def big_history() -> MemoryHistory:
 
 
 def test_first_page_then_fetch_more(qapp: object, big_history: MemoryHistory) -> None:
-    """Only one page is loaded up front; fetchMore appends the next one from the right offset."""
-    big_history.page_calls.clear()
+    """Only one page is loaded up front; fetchMore appends the next one, continuing after the
+    last row loaded (keyset), so rows arriving meanwhile cannot shift it."""
+    big_history.before_calls.clear()
     model = HistoryTableModel(big_history, InlineRunner())
     model.set_filters(HistoryFilter())
     assert model.total == ROWS
@@ -59,7 +60,10 @@ def test_first_page_then_fetch_more(qapp: object, big_history: MemoryHistory) ->
     assert newest is not None and newest.id == f"req_{ROWS - 1:08d}"
     model.fetchMore()
     assert model.rowCount() == 2 * PAGE_SIZE
-    assert big_history.page_calls == [(0, PAGE_SIZE), (PAGE_SIZE, PAGE_SIZE)]
+    last_of_first = f"req_{ROWS - PAGE_SIZE:08d}"
+    assert big_history.before_calls == [(None, PAGE_SIZE), (last_of_first, PAGE_SIZE)]
+    ids = [model.record_at(i).id for i in range(2 * PAGE_SIZE)]  # type: ignore[union-attr]
+    assert ids == [f"req_{ROWS - 1 - i:08d}" for i in range(2 * PAGE_SIZE)]
     assert model.data(model.index(PAGE_SIZE, 4)) in ("openai", "anthropic", "groq", "ollama")
 
 
@@ -192,3 +196,29 @@ def test_history_window(
     assert window.model.record_at(0) is live
     window.export_to(tmp_path / "out.csv")
     assert "Exported 301 requests" in window.count_label.text()
+
+
+def test_summary_refresh_backs_off_for_slow_queries() -> None:
+    from desktop_proxy.gui.history_window import stats_interval_ms
+
+    assert stats_interval_ms(0.005) == 1000  # at most once a second
+    assert stats_interval_ms(0.3) == 3000  # a 300 ms "All time" query: every 3 s
+
+
+def test_live_rows_are_capped_and_paging_resumes(qapp: object) -> None:
+    """A window left open at 100 req/s keeps at most max_rows rows; scrolling down reloads."""
+    history = MemoryHistory([make_record(i, now=NOW, spacing=1.0) for i in range(1000)])
+    model = HistoryTableModel(history, InlineRunner(), page_size=200, max_rows=400)
+    model.set_filters(HistoryFilter())
+    assert model.rowCount() == 200
+    live = [make_record(5000 + i, now=NOW + 200_000, spacing=1.0) for i in range(500)]
+    for rec in live:
+        history.add(rec)  # stored, as the gateway does
+        model.add_live(rec)
+    model.flush_live()
+    assert model.rowCount() == 400  # 700 rows: trimmed to the newest 400
+    assert model.total == 1500 and model.canFetchMore()
+    while model.canFetchMore():
+        model.fetchMore()
+    ids = [model.record_at(i).id for i in range(model.rowCount())]  # type: ignore[union-attr]
+    assert len(ids) == len(set(ids)) == 1500
