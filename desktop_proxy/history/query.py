@@ -234,35 +234,8 @@ class HistoryEntry:
         return out
 
 
-# Fields in JSON/CSV output, in order.
-JSON_FIELDS: tuple[str, ...] = (
-    "id",
-    "time",
-    "client_api",
-    "path",
-    "client",
-    "session_id",
-    "access_key",
-    "requested_model",
-    "provider",
-    "model",
-    "upstream_key_id",
-    "status",
-    "ok",
-    "error",
-    "stream",
-    "ttfb_ms",
-    "duration_ms",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "usage_estimated",
-    "cost_usd",
-    "unpriced",
-    "price_source",
-)
+# Fields in JSON/CSV output, in order: the stored columns, bodies aside.
+JSON_FIELDS: tuple[str, ...] = RECORD_COLUMNS
 
 
 def _round(value: float, name: str) -> float:
