@@ -221,9 +221,7 @@ class HistorySource(Protocol):
         for the newest). Unlike offsets, this does not shift while new requests arrive."""
         ...
 
-    def usage_since(
-        self, since: float, pending: Callable[[], Collection[str]]
-    ) -> UsageSnapshot:
+    def usage_since(self, since: float, pending: Callable[[], Collection[str]]) -> UsageSnapshot:
         """Requests and cost with time >= `since`, and which of the ids `pending()` returns are
         counted in them. `pending` is called after the figures were read (one snapshot), so
         every request they include that the caller had seen is among those ids."""

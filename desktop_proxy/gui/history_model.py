@@ -187,9 +187,7 @@ class HistoryTableModel(QAbstractTableModel):
         self._source = source
         self.set_filters(self._filters)
 
-    def set_filters(
-        self, filters: HistoryFilter, recent: Sequence[RequestRecord] = ()
-    ) -> None:
+    def set_filters(self, filters: HistoryFilter, recent: Sequence[RequestRecord] = ()) -> None:
         """Start over with new filters: count in the background, then the first page.
 
         `recent` are requests that finished while nobody was watching (the window was closed)

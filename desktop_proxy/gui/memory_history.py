@@ -37,7 +37,6 @@ class MemoryHistory:
         self.page_calls: list[tuple[int, int]] = []  # (offset, limit) of page() calls
         self.before_calls: list[tuple[str | None, int]] = []  # (before id, limit): page_before
 
-
     @property
     def notice(self) -> str | None:
         return self._notice

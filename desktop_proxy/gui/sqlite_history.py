@@ -292,4 +292,3 @@ class TrayHistory:
             lambda db: db.usage_since(since, pending),
             lambda: self.session.usage_since(since, pending),
         )
-

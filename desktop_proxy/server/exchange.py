@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -84,7 +84,12 @@ class Exchange:
     stream: bool
     endpoint: Endpoint
     requested_model: str
+    # State gathered while the exchange runs.
     _decoded: ir.Request | None = None
+    _anthropic_usage: ir.Usage | None = None  # cumulative over message_start/message_delta
+    _stream_error: str | None = None
+    _output_chars: list[str] = field(default_factory=list)  # for estimates when usage is missing
+    _captured: bytearray = field(default_factory=bytearray)  # what the client was sent
 
     # --- request side --------------------------------------------------------------------
 
@@ -168,11 +173,15 @@ class Exchange:
         rec.upstream_key_id = attempt.key_id
         rec.mark_first_byte()
         same = attempt.route.provider.protocol == protocol_of(self.dialect)
-        if not self.stream:
-            return await self.respond_whole(attempt, same)
-        if same:
-            return await self.relay_passthrough(attempt)
-        return await self.relay_translated(attempt)
+        try:
+            if not self.stream:
+                return await self.respond_whole(attempt, same)
+            if same:
+                return await self.relay_passthrough(attempt)
+            return await self.relay_translated(attempt)
+        finally:
+            if self._captured:
+                rec.response_body = bytes(self._captured)
 
     def failure_error(self, exc: UpstreamFailure) -> GatewayHTTPError:
         """Pass an upstream's error on, in the caller's shape, naming the provider."""
@@ -214,7 +223,11 @@ class Exchange:
             ) from exc
         if same:
             self.read_usage(payload, attempt.route.provider.protocol)
-            if self.dialect is Dialect.ANTHROPIC and isinstance(payload, dict):
+            if (
+                self.dialect is Dialect.ANTHROPIC
+                and isinstance(payload, dict)
+                and payload.get("model") != self.requested_model
+            ):
                 payload["model"] = self.requested_model
                 data = json.dumps(payload, ensure_ascii=False).encode()
             extra = {
@@ -249,8 +262,6 @@ class Exchange:
         return web.Response(body=encoded, content_type="application/json")
 
     # --- usage ---------------------------------------------------------------------------
-
-    _output_chars: list[str] = field(default_factory=list)
 
     def fill_missing_usage(self) -> None:
         """Estimate tokens for a successful request whose upstream reported none.
@@ -291,8 +302,6 @@ class Exchange:
             merged = anthropic_codec.decode_usage(usage, self._anthropic_usage or ir.Usage())
             self._anthropic_usage = merged
             self.set_usage(merged)
-
-    _anthropic_usage: ir.Usage | None = None
 
     # --- streams -------------------------------------------------------------------------
 
@@ -374,19 +383,13 @@ class Exchange:
         await self.try_eof(response)
         return response
 
-    _stream_error: str | None = None
-    _captured: bytearray | None = None
-
     def capture(self, data: bytes) -> None:
         """Keep what the client was sent, for history (bounded; history trims it further)."""
-        if not self.state.capture_bodies or not data:
+        if not self.state.capture_bodies:
             return
-        if self._captured is None:
-            self._captured = bytearray()
         room = CAPTURE_LIMIT - len(self._captured)
         if room > 0:
             self._captured += data[:room]
-            self.record.response_body = bytes(self._captured)
 
     def tap_passthrough_event(
         self, event: SSEEvent, protocol: Protocol, hide_usage_chunk: bool
@@ -607,6 +610,3 @@ def encode_raw_event(event: SSEEvent) -> bytes:
         lines.append(f"event: {event.event}")
     lines.extend(f"data: {line}" for line in event.data.split("\n"))
     return ("\n".join(lines) + "\n\n").encode()
-
-
-ExchangeFactory = Callable[..., Exchange]

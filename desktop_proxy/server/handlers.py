@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from desktop_proxy._version import __version__
 from desktop_proxy.history.record import RequestRecord
@@ -156,6 +159,28 @@ def resolve_routes(
     return routes
 
 
+@contextlib.contextmanager
+def recorded(state: GatewayState, rec: RequestRecord, dialect: Dialect) -> Iterator[None]:
+    """Finish `rec` on every exit path, then log it and hand it to history exactly once."""
+    try:
+        yield
+    except GatewayHTTPError as exc:
+        rec.finish(exc.status, exc.message)
+        if state.capture_bodies:
+            rec.response_body = json.dumps(error_body(dialect, exc.status, exc.message)).encode()
+        raise
+    except asyncio.CancelledError:
+        if rec.status == 0:
+            rec.finish(499, "client closed the connection")
+        raise
+    except Exception as exc:
+        rec.finish(500, f"internal error: {type(exc).__name__}")
+        raise
+    finally:
+        log_request(rec)
+        state.recorder.record(rec)
+
+
 async def run_exchange(
     request: web.Request,
     dialect: Dialect,
@@ -164,7 +189,7 @@ async def run_exchange(
 ) -> web.StreamResponse:
     state = request.app[STATE]
     rec = new_record(request, client_api)
-    try:
+    with recorded(state, rec, dialect):
         body = await read_json_body(request, rec)
         model = require_model(body)
         rec.requested_model = model
@@ -188,29 +213,15 @@ async def run_exchange(
             endpoint=endpoint,
             requested_model=model,
         )
-        response = await exchange.run()
+        try:
+            response = await exchange.run()
+        except ClientGone:
+            # Nobody to answer; aiohttp drops a response it cannot send without complaint.
+            return web.Response(status=499)
         if rec.status == 0:
             rec.finish(response.status)
         exchange.fill_missing_usage()
         return response
-    except GatewayHTTPError as exc:
-        rec.finish(exc.status, exc.message)
-        if state.capture_bodies:
-            rec.response_body = json.dumps(error_body(dialect, exc.status, exc.message)).encode()
-        raise
-    except ClientGone:
-        # Nobody to answer; aiohttp drops a response it cannot send without complaint.
-        return web.Response(status=499)
-    except asyncio.CancelledError:
-        if rec.status == 0:
-            rec.finish(499, "client closed the connection")
-        raise
-    except Exception as exc:
-        rec.finish(500, f"internal error: {type(exc).__name__}")
-        raise
-    finally:
-        log_request(rec)
-        state.recorder.record(rec)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -229,7 +240,7 @@ async def count_tokens(request: web.Request) -> web.StreamResponse:
     """Forwarded to Anthropic upstreams; counted locally for everything else. Never a 404."""
     state = request.app[STATE]
     rec = new_record(request, "anthropic-count-tokens")
-    try:
+    with recorded(state, rec, Dialect.ANTHROPIC):
         body = await read_json_body(request, rec)
         model = require_model(body)
         rec.requested_model = model
@@ -267,37 +278,27 @@ async def count_tokens(request: web.Request) -> web.StreamResponse:
         rec.provider, rec.model = None, None
         rec.finish(200)
         return web.json_response({"input_tokens": counted})
-    except GatewayHTTPError as exc:
-        rec.finish(exc.status, exc.message)
-        raise
-    finally:
-        log_request(rec)
-        state.recorder.record(rec)
+
+
+API_ROUTES: tuple[tuple[str, str, Handler], ...] = (
+    ("GET", "/v1/models", list_models),
+    ("GET", "/models", list_models),
+    ("POST", "/v1/chat/completions", chat_completions),
+    ("POST", "/chat/completions", chat_completions),
+    ("POST", "/v1/embeddings", embeddings),
+    ("POST", "/embeddings", embeddings),
+    ("POST", "/v1/messages", messages),
+    ("POST", "/v1/messages/count_tokens", count_tokens),
+)
 
 
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/", root)
     app.router.add_get("/health", health, allow_head=True)
     for prefix in PREFIXES:
-        app.router.add_get(f"{prefix}/v1/models", list_models, allow_head=False)
-        app.router.add_get(f"{prefix}/models", list_models, allow_head=False)
-        app.router.add_post(f"{prefix}/v1/chat/completions", chat_completions)
-        app.router.add_post(f"{prefix}/chat/completions", chat_completions)
-        app.router.add_post(f"{prefix}/v1/embeddings", embeddings)
-        app.router.add_post(f"{prefix}/embeddings", embeddings)
-        app.router.add_post(f"{prefix}/v1/messages", messages)
-        app.router.add_post(f"{prefix}/v1/messages/count_tokens", count_tokens)
-        # Everything is registered per prefix so CORS preflights reach the guard middleware.
-        for path in (
-            "/v1/models",
-            "/models",
-            "/v1/chat/completions",
-            "/chat/completions",
-            "/v1/embeddings",
-            "/embeddings",
-            "/v1/messages",
-            "/v1/messages/count_tokens",
-        ):
+        for method, path, handler in API_ROUTES:
+            app.router.add_route(method, prefix + path, handler)
+            # Registered per path so CORS preflights reach the guard middleware.
             app.router.add_route("OPTIONS", prefix + path, _preflight_fallback)
 
 

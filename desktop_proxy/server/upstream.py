@@ -188,19 +188,6 @@ class UpstreamClient:
                 502, f"provider '{provider.name}' failed: {type(exc).__name__}: {exc}"
             ) from exc
 
-    async def get(
-        self, provider: ProviderConfig, url: str, headers: Mapping[str, str]
-    ) -> aiohttp.ClientResponse:
-        session = self._direct if is_loopback_url(url) else self._proxied
-        try:
-            return await session.get(url, headers=dict(headers), timeout=self.timeout_for(provider))
-        except TimeoutError as exc:
-            raise UpstreamUnavailable(504, f"provider '{provider.name}' timed out") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamUnavailable(
-                502, f"provider '{provider.name}' is unreachable at {url_host(url)}: {exc}"
-            ) from exc
-
 
 def url_host(url: str) -> str:
     parts = urlsplit(url)
