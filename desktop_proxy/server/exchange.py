@@ -21,7 +21,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import aiohttp
 from aiohttp import web
 
 from desktop_proxy.history.record import RequestRecord
@@ -40,11 +39,13 @@ from desktop_proxy.protocols.sse import SSEDecoder, SSEEvent
 from desktop_proxy.protocols.tokens import estimate_request_tokens, estimate_tokens
 from desktop_proxy.routing import Route
 from desktop_proxy.server.dialects import Dialect, GatewayHTTPError, error_body
+from desktop_proxy.server.http1 import HTTPClientError
 from desktop_proxy.server.state import GatewayState
 from desktop_proxy.server.upstream import (
     Attempt,
     Endpoint,
     UpstreamFailure,
+    UpstreamResponse,
     UpstreamUnavailable,
     send_with_failover,
     upstream_headers,
@@ -140,7 +141,7 @@ class Exchange:
             raise GatewayHTTPError(exc.status, str(exc), param=exc.param) from exc
         return json.dumps(encoded, ensure_ascii=False).encode()
 
-    async def send(self, route: Route, key: str | None) -> aiohttp.ClientResponse:
+    async def send(self, route: Route, key: str | None) -> UpstreamResponse:
         provider = route.provider
         endpoint: Endpoint = self.endpoint
         if provider.protocol != protocol_of(self.dialect) and endpoint in ("chat", "messages"):
@@ -207,7 +208,7 @@ class Exchange:
         upstream = attempt.response
         try:
             data = await upstream.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (HTTPClientError, TimeoutError) as exc:
             raise GatewayHTTPError(
                 504 if isinstance(exc, TimeoutError) else 502,
                 f"provider '{attempt.route.provider.name}' broke off its answer: {exc}",
@@ -305,7 +306,7 @@ class Exchange:
 
     # --- streams -------------------------------------------------------------------------
 
-    async def open_stream(self, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+    async def open_stream(self, upstream: UpstreamResponse) -> web.StreamResponse:
         """Send the stream's headers; a client already gone is a 499, not a server error."""
         response = web.StreamResponse(status=200, headers=SSE_HEADERS)
         try:
@@ -316,26 +317,19 @@ class Exchange:
             raise ClientGone from None
         return response
 
+    @staticmethod
     async def upstream_chunks(
-        self, upstream: aiohttp.ClientResponse, keepalive: float | None
+        upstream: UpstreamResponse, keepalive: float | None
     ) -> AsyncIterator[bytes | None]:
-        """Yield upstream reads as they arrive; `None` marks `keepalive` seconds of silence."""
-        content = upstream.content
+        """Yield upstream reads as they arrive; `None` marks `keepalive` seconds of silence.
+
+        The upstream's read timeout still ends a dead stream (ReadTimeout, a TimeoutError).
+        """
         while True:
-            if keepalive is None:
-                chunk = await content.readany()
-            else:
-                try:
-                    chunk = await asyncio.wait_for(content.readany(), keepalive)
-                except TimeoutError as exc:
-                    # aiohttp's own read timeout is a TimeoutError too: that one means the
-                    # upstream is dead, not merely quiet, and must end the stream.
-                    if isinstance(exc, aiohttp.ServerTimeoutError):
-                        raise
-                    if content.is_eof():
-                        return
-                    yield None
-                    continue
+            chunk = await upstream.readany(quiet_after=keepalive)
+            if chunk is None:
+                yield None
+                continue
             if not chunk:
                 return
             yield chunk
@@ -374,7 +368,7 @@ class Exchange:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return response
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (HTTPClientError, TimeoutError) as exc:
             error = self.describe_stream_failure(attempt, exc)
             await self.try_write(response, self.passthrough_error_event(protocol, 502, error))
         finally:
@@ -510,7 +504,7 @@ class Exchange:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return response
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (HTTPClientError, TimeoutError) as exc:
             error = self.describe_stream_failure(attempt, exc)
             tail = encoder.feed(ir.StreamError(status=502, message=error)) + encoder.close()
             await self.try_write(response, tail)

@@ -7,9 +7,10 @@ import functools
 import io
 import ipaddress
 import logging
+import urllib.request
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -19,6 +20,14 @@ from desktop_proxy.config.models import ProviderConfig, Timeouts
 from desktop_proxy.config.secrets import key_id
 from desktop_proxy.routing import Route
 from desktop_proxy.server.health import HealthBook, retry_after_seconds
+from desktop_proxy.server.http1 import (
+    ConnectError,
+    ConnectionPool,
+    HTTPClientError,
+    ReadTimeout,
+    RemoteProtocolError,
+    parse_target,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +72,29 @@ class UpstreamFailure(Exception):
     provider: str
 
 
+class UpstreamResponse(Protocol):
+    """An upstream's answer, whichever client fetched it (see UpstreamClient.post)."""
+
+    status: int
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...  # case-insensitive
+
+    async def read(self) -> bytes: ...
+
+    async def readany(self, *, quiet_after: float | None = None) -> bytes | None: ...
+
+    def release(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass(slots=True)
 class Attempt:
     route: Route
     key_index: int
     key: str | None
-    response: aiohttp.ClientResponse
+    response: UpstreamResponse
 
     @property
     def key_id(self) -> str | None:
@@ -135,29 +161,46 @@ def upstream_headers(
 
 
 class UpstreamClient:
-    """Owns the connection pools. One per running gateway."""
+    """Owns the connections to upstreams. One per running gateway.
+
+    Direct connections use the lean pooled client in `http1`; a URL that the environment's
+    HTTP(S)_PROXY settings cover goes through aiohttp, which speaks proxies (CONNECT, auth).
+    Loopback upstreams (Ollama, LM Studio) never go through a proxy.
+    """
 
     def __init__(self, timeouts: Timeouts) -> None:
         self._timeouts = timeouts
-        connector_args = {"limit": 256, "limit_per_host": 64, "ttl_dns_cache": 300}
-        # Loopback upstreams (Ollama, LM Studio) must never go through HTTP(S)_PROXY.
-        self._direct = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(**connector_args),  # type: ignore[arg-type]
-            trust_env=False,
-            auto_decompress=True,
-        )
-        self._proxied = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(**connector_args),  # type: ignore[arg-type]
-            trust_env=True,
-            auto_decompress=True,
-        )
+        self._pool = ConnectionPool(connect_timeout=timeouts.connect)
+        self._proxies = {
+            scheme: url
+            for scheme, url in urllib.request.getproxies().items()
+            if scheme in ("http", "https")
+        }
+        self._proxy_decisions: dict[tuple[str, str], bool] = {}
+        self._proxied: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
-        await asyncio.gather(self._direct.close(), self._proxied.close())
+        await self._pool.close()
+        if self._proxied is not None:
+            await self._proxied.close()
 
-    def timeout_for(self, provider: ProviderConfig) -> aiohttp.ClientTimeout:
-        read = provider.timeout if provider.timeout is not None else self._timeouts.read
-        return aiohttp.ClientTimeout(total=None, connect=self._timeouts.connect, sock_read=read)
+    def read_timeout(self, provider: ProviderConfig) -> float:
+        return provider.timeout if provider.timeout is not None else self._timeouts.read
+
+    def uses_proxy(self, url: str) -> bool:
+        if not self._proxies:
+            return False
+        target = parse_target(url)
+        decision_key = (target.scheme, target.host)
+        decision = self._proxy_decisions.get(decision_key)
+        if decision is None:
+            decision = (
+                target.scheme in self._proxies
+                and not is_loopback_url(url)
+                and not urllib.request.proxy_bypass(target.host)
+            )
+            self._proxy_decisions[decision_key] = decision
+        return decision
 
     async def post(
         self,
@@ -165,17 +208,22 @@ class UpstreamClient:
         url: str,
         headers: Mapping[str, str],
         body: bytes,
-    ) -> aiohttp.ClientResponse:
-        session = self._direct if is_loopback_url(url) else self._proxied
+    ) -> UpstreamResponse:
         try:
-            # aiohttp copies large raw bodies on the loop (and warns); a buffer it reads in parts.
-            data: bytes | io.BytesIO = io.BytesIO(body) if len(body) > _LARGE_BODY else body
-            return await session.post(
-                url, data=data, headers=dict(headers), timeout=self.timeout_for(provider)
+            if self.uses_proxy(url):
+                return await self._post_via_proxy(provider, url, headers, body)
+            return await self._pool.request(
+                "POST", url, dict(headers), body, read_timeout=self.read_timeout(provider)
             )
         except TimeoutError as exc:
             raise UpstreamUnavailable(
                 504, f"provider '{provider.name}' did not answer in time ({url_host(url)})"
+            ) from exc
+        except ConnectError as exc:
+            raise UpstreamUnavailable(
+                502,
+                f"provider '{provider.name}' is unreachable at {url_host(url)}: "
+                f"{exc.os_error.strerror or exc.os_error}",
             ) from exc
         except aiohttp.ClientConnectorError as exc:
             raise UpstreamUnavailable(
@@ -183,10 +231,70 @@ class UpstreamClient:
                 f"provider '{provider.name}' is unreachable at {url_host(url)}: "
                 f"{exc.os_error.strerror or exc.os_error}",
             ) from exc
-        except aiohttp.ClientError as exc:
+        except (HTTPClientError, aiohttp.ClientError) as exc:
             raise UpstreamUnavailable(
                 502, f"provider '{provider.name}' failed: {type(exc).__name__}: {exc}"
             ) from exc
+
+    async def _post_via_proxy(
+        self, provider: ProviderConfig, url: str, headers: Mapping[str, str], body: bytes
+    ) -> UpstreamResponse:
+        if self._proxied is None:
+            self._proxied = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=256, limit_per_host=64, ttl_dns_cache=300),
+                trust_env=True,
+            )
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=self._timeouts.connect, sock_read=self.read_timeout(provider)
+        )
+        # aiohttp copies large raw bodies on the loop (and warns); a buffer it reads in parts.
+        data: bytes | io.BytesIO = io.BytesIO(body) if len(body) > _LARGE_BODY else body
+        response = await self._proxied.post(url, data=data, headers=dict(headers), timeout=timeout)
+        return ProxiedResponse(response)
+
+
+class ProxiedResponse:
+    """An aiohttp answer behind the UpstreamResponse interface, with http1's exceptions."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status = response.status
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._response.headers
+
+    async def read(self) -> bytes:
+        try:
+            return await self._response.read()
+        except aiohttp.ServerTimeoutError as exc:
+            raise ReadTimeout(str(exc)) from exc
+        except aiohttp.ClientError as exc:
+            raise RemoteProtocolError(f"{type(exc).__name__}: {exc}") from exc
+
+    async def readany(self, *, quiet_after: float | None = None) -> bytes | None:
+        content = self._response.content
+        try:
+            if quiet_after is None:
+                return await content.readany()
+            try:
+                return await asyncio.wait_for(content.readany(), quiet_after)
+            except TimeoutError as exc:
+                # aiohttp's own read timeout is a TimeoutError too: that one means the
+                # upstream is dead, not merely quiet.
+                if isinstance(exc, aiohttp.ServerTimeoutError):
+                    raise
+                return b"" if content.is_eof() else None
+        except aiohttp.ServerTimeoutError as exc:
+            raise ReadTimeout(str(exc)) from exc
+        except aiohttp.ClientError as exc:
+            raise RemoteProtocolError(f"{type(exc).__name__}: {exc}") from exc
+
+    def release(self) -> None:
+        self._response.release()
+
+    def close(self) -> None:
+        self._response.close()
 
 
 def url_host(url: str) -> str:
@@ -195,7 +303,7 @@ def url_host(url: str) -> str:
 
 
 KeyLookup = Callable[[ProviderConfig, int], Awaitable[str | None]]
-Send = Callable[[Route, str | None], Awaitable[aiohttp.ClientResponse]]
+Send = Callable[[Route, str | None], Awaitable[UpstreamResponse]]
 
 
 async def send_with_failover(
@@ -237,8 +345,12 @@ async def send_with_failover(
                 if not auxiliary:
                     health.succeed(provider.name, index)
                 return Attempt(route, index, key, response)
-            body = await response.read()
-            response.release()
+            try:
+                body = await response.read()
+            except (HTTPClientError, TimeoutError):
+                body = b""  # the status says enough
+            finally:
+                response.release()
             failure = UpstreamFailure(status, body, dict(response.headers), provider.name)
             retryable = status in RETRYABLE_STATUSES or status in KEY_STATUSES
             if not retryable:

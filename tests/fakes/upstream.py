@@ -47,6 +47,7 @@ import json
 import math
 import re
 import secrets
+import ssl
 import string
 import struct
 import time
@@ -582,6 +583,7 @@ class RecordedRequest:
     api: str  # "openai" | "anthropic" | "azure" | "unknown"
     endpoint: str | None
     path_params: dict[str, str] = field(default_factory=dict)
+    peer: Any = None  # the client's (host, port): one per connection
     received_at: float = field(default_factory=time.monotonic)
     status: int | None = None
     outcome: Outcome = "pending"
@@ -648,6 +650,7 @@ class FakeUpstream:
         embedding_dimensions: int = 8,
         host: str = "127.0.0.1",
         port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """
         api_key: when set, OpenAI routes need `Authorization: Bearer <key>`, Anthropic routes
@@ -669,6 +672,7 @@ class FakeUpstream:
         )
         self.embedding_dimensions = embedding_dimensions
         self.host = host
+        self.ssl_context = ssl_context  # serve https with it
         self._port = port
         self.requests: list[RecordedRequest] = []
         self.default_reply: ReplyLike | None = None
@@ -690,11 +694,12 @@ class FakeUpstream:
             self._build_app(), access_log=None, handler_cancellation=True, shutdown_timeout=2.0
         )
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self._port)
+        site = web.TCPSite(runner, self.host, self._port, ssl_context=self.ssl_context)
         await site.start()
         self._runner = runner
         host, port = runner.addresses[0][:2]
-        self._base_url = f"http://{host}:{port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        self._base_url = f"{scheme}://{host}:{port}"
         return self
 
     async def stop(self) -> None:
@@ -856,6 +861,7 @@ class FakeUpstream:
             api=api,
             endpoint=endpoint,
             path_params=dict(request.match_info),
+            peer=request.transport.get_extra_info("peername") if request.transport else None,
         )
         async with self._request_added:
             self.requests.append(rec)
