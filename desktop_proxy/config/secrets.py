@@ -14,6 +14,7 @@ thread. Where no keyring backend works (headless Linux), errors say so and point
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import threading
@@ -89,6 +90,13 @@ def ref_problem(ref: str) -> str | None:
     if any(c.isspace() for c in ref):
         return "literal key contains whitespace"
     return None
+
+
+@functools.lru_cache(maxsize=256)
+def _check_ref(ref: str) -> SecretRef | str:
+    """The parsed reference, or what is wrong with it. Cached: it runs on every request."""
+    problem = ref_problem(ref)
+    return problem if problem is not None else parse_ref(ref)
 
 
 def _referenced_by(where: str) -> str:
@@ -212,10 +220,10 @@ class SecretResolver:
                 self._cache.pop(parsed.value, None)
 
     def _checked(self, ref: str, where: str) -> SecretRef:
-        problem = ref_problem(ref)
-        if problem is not None:
-            raise SecretError(f"invalid secret reference{_referenced_by(where)}: {problem}")
-        return parse_ref(ref)
+        checked = _check_ref(ref)
+        if isinstance(checked, str):
+            raise SecretError(f"invalid secret reference{_referenced_by(where)}: {checked}")
+        return checked
 
     def _resolve_simple(self, parsed: SecretRef, where: str) -> str:
         if parsed.kind == "literal":

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-import uuid
+import itertools
+import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from time import perf_counter
 from time import time as wall_clock
 from typing import Any, Protocol
 
+# A random prefix per process and a counter: unique across restarts like a UUID, without the
+# system call uuid4 makes (it showed up in the gateway's per-request profile).
+_ID_PREFIX = secrets.token_hex(6)
+_ID_COUNTER = itertools.count(int.from_bytes(secrets.token_bytes(3), "big"))
+
 
 def new_request_id() -> str:
-    return "req_" + uuid.uuid4().hex[:24]
+    return f"req_{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFF:012x}"
 
 
 @dataclass(slots=True)

@@ -22,6 +22,7 @@ from version i to i+1. A database newer than this code is refused (`SchemaTooNew
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -29,7 +30,7 @@ import re
 import sqlite3
 import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -562,14 +563,38 @@ def record_to_row(
     )
 
 
-_INSERT = (
-    f"INSERT OR IGNORE INTO requests ({', '.join(RECORD_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in RECORD_COLUMNS)})"
-)
-_INSERT_BODY = (
-    "INSERT OR REPLACE INTO bodies (rid, request_body, response_body) "
-    "SELECT rid, ?, ? FROM requests WHERE id = ?"
-)
+# Rows go in as multi-row INSERTs, a few statements per batch, not one executemany step per
+# row: the sqlite3 module releases and retakes the GIL around every step, and each of those
+# handoffs with a busy event loop thread cost the gateway more CPU than the insert itself
+# (docs/performance.md, "History"). SQLite allows 32766 parameters per statement.
+_MAX_PARAMS = 32766
+_ROWS_PER_INSERT = _MAX_PARAMS // len(RECORD_COLUMNS)
+_BODIES_PER_INSERT = _MAX_PARAMS // 3
+
+
+@functools.lru_cache(maxsize=8)
+def _insert_sql(rows: int) -> str:
+    one = "(" + ", ".join("?" for _ in RECORD_COLUMNS) + ")"
+    return (
+        f"INSERT OR IGNORE INTO requests ({', '.join(RECORD_COLUMNS)}) "
+        f"VALUES {', '.join(one for _ in range(rows))}"
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _insert_bodies_sql(rows: int) -> str:
+    # Bodies attach to the request's rowid, looked up by id in the same statement.
+    return (
+        "INSERT OR REPLACE INTO bodies (rid, request_body, response_body) "
+        "SELECT r.rid, v.column2, v.column3 FROM (VALUES "
+        + ", ".join("(?, ?, ?)" for _ in range(rows))
+        + ") AS v JOIN requests AS r ON r.id = v.column1"
+    )
+
+
+def _chunks(rows: Sequence[Row], size: int) -> Iterator[Sequence[Row]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
 
 
 def insert_rows(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
@@ -578,14 +603,14 @@ def insert_rows(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.executemany(_INSERT, [r.values for r in rows])
-        with_bodies = [
-            (r.request_body, r.response_body, r.values[0])
-            for r in rows
-            if r.request_body is not None or r.response_body is not None
-        ]
-        if with_bodies:
-            conn.executemany(_INSERT_BODY, with_bodies)
+        for chunk in _chunks(rows, _ROWS_PER_INSERT):
+            conn.execute(_insert_sql(len(chunk)), [value for row in chunk for value in row.values])
+        with_bodies = [r for r in rows if r.request_body is not None or r.response_body is not None]
+        for chunk in _chunks(with_bodies, _BODIES_PER_INSERT):
+            params: list[Any] = []
+            for r in chunk:
+                params += (r.values[0], r.request_body, r.response_body)
+            conn.execute(_insert_bodies_sql(len(chunk)), params)
         conn.execute("COMMIT")
     except BaseException:
         _rollback(conn)

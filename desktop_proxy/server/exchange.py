@@ -231,18 +231,13 @@ class Exchange:
             ):
                 payload["model"] = self.requested_model
                 data = json.dumps(payload, ensure_ascii=False).encode()
-            extra = {
-                k: v
-                for k, v in upstream.headers.items()
-                if k.lower() in _PASSTHROUGH_RESPONSE_HEADERS
-            }
+            headers = {"Content-Type": "application/json"}
+            for name in _PASSTHROUGH_RESPONSE_HEADERS:
+                value = upstream.headers.get(name)
+                if value is not None:
+                    headers[name] = value
             self.capture(data)
-            return web.Response(
-                status=upstream.status,
-                body=data,
-                content_type="application/json",
-                headers=extra,
-            )
+            return web.Response(status=upstream.status, body=data, headers=headers)
         up_codec = (
             anthropic_codec if attempt.route.provider.protocol == "anthropic" else openai_codec
         )

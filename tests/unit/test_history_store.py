@@ -157,6 +157,29 @@ def test_bodies_only_when_enabled(tmp_path: Path) -> None:
     }
 
 
+def test_large_batches_keep_every_row_and_its_own_bodies(tmp_path: Path) -> None:
+    """A batch larger than one INSERT statement can carry (SQLite's parameter limit)."""
+    conn = open_db(tmp_path / "h.sqlite3")
+    records = [
+        make_record(request_body=b'{"n": %d}' % n, response_body=b'{"r": %d}' % n)
+        if n % 3
+        else make_record()
+        for n in range(2600)
+    ]
+    insert(conn, *records, bodies=True)
+    assert row_count(conn) == 2600
+    rows = dict(
+        (r[0], (r[1], r[2]))
+        for r in conn.execute(
+            "SELECT r.id, b.request_body, b.response_body FROM requests r "
+            "LEFT JOIN bodies b ON b.rid = r.rid"
+        )
+    )
+    for n, rec in enumerate(records):
+        expected = ('{"n": %d}' % n, '{"r": %d}' % n) if n % 3 else (None, None)
+        assert rows[rec.id] == expected
+
+
 def test_base64_is_replaced_by_a_placeholder() -> None:
     png = base64.b64encode(b"\x89PNG" + bytes(123_452)).decode()
     anthropic = (

@@ -15,7 +15,7 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from desktop_proxy.config.models import HistorySettings
-from desktop_proxy.history.store import open_db, row_count
+from desktop_proxy.history.store import RECORD_COLUMNS, open_db, row_count
 from desktop_proxy.history.writer import HistoryWriter, WriterStatus
 from tests.unit.history_helpers import db_bytes, make_record, pricer, wait_for
 
@@ -52,15 +52,14 @@ def stored_ids(db: Path) -> list[str]:
 
 
 class CountingConnection(sqlite3.Connection):
-    """Counts insert batches (executemany on `requests`) and their sizes."""
+    """Counts the rows of each insert into `requests` (one batch may take a few statements)."""
 
     batches: ClassVar[list[int]] = []
 
-    def executemany(self, sql: str, params: Any, /) -> sqlite3.Cursor:
-        rows = list(params)
+    def execute(self, sql: str, params: Any = (), /) -> sqlite3.Cursor:
         if sql.startswith("INSERT OR IGNORE INTO requests"):
-            CountingConnection.batches.append(len(rows))
-        return super().executemany(sql, rows)
+            CountingConnection.batches.append(len(params) // len(RECORD_COLUMNS))
+        return super().execute(sql, params)
 
 
 def counting_connect(path: Path) -> sqlite3.Connection:
@@ -276,10 +275,10 @@ class FailingInserts(sqlite3.Connection):
     fail = True
     message = "database or disk is full"
 
-    def executemany(self, sql: str, params: Any, /) -> sqlite3.Cursor:
-        if FailingInserts.fail and sql.startswith("INSERT"):
+    def execute(self, sql: str, params: Any = (), /) -> sqlite3.Cursor:
+        if FailingInserts.fail and sql.startswith("INSERT OR IGNORE INTO requests"):
             raise sqlite3.OperationalError(FailingInserts.message)
-        return super().executemany(sql, params)
+        return super().execute(sql, params)
 
 
 def failing_connect(path: Path) -> sqlite3.Connection:
