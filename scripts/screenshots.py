@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -275,58 +273,24 @@ def main() -> int:
     if os.environ.get("DESKTOP_PROXY_SCREENSHOT_CHILD"):
         capture()
         return 0
-    for tool in ("Xvfb", "trayer"):
-        if shutil.which(tool) is None:
-            print(f"screenshots: {tool} is not installed (apt-get install -y xvfb trayer)")
-            return 1
+    from scripts.xsession import missing_tools, run_in_desktop
+
+    if missing := missing_tools("Xvfb", "trayer"):
+        print(f"screenshots: {', '.join(missing)} not installed (apt-get install -y xvfb trayer)")
+        return 1
     OUT.mkdir(parents=True, exist_ok=True)
-    processes: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory(prefix="dp-shots-") as tmp:
         env = dict(os.environ)
         env.update(
-            DISPLAY=DISPLAY,
-            QT_QPA_PLATFORM="xcb",
             DESKTOP_PROXY_HOME=str(Path(tmp) / "home"),
             HOME=str(Path(tmp) / "user"),
             DESKTOP_PROXY_SCREENSHOT_CHILD="1",
             GROQ_API_KEY="gsk_demo",
-            LANG="en_US.UTF-8",
         )
         env.pop("PYTHON_KEYRING_BACKEND", None)
-        try:
-            size = f"{SCREEN[0]}x{SCREEN[1]}x24"
-            processes.append(
-                subprocess.Popen(["Xvfb", DISPLAY, "-screen", "0", size, "-nolisten", "tcp"])
-            )
-            time.sleep(1.0)
-            processes.append(
-                subprocess.Popen(
-                    [
-                        "trayer",
-                        "--edge", "top",
-                        "--align", "right",
-                        "--widthtype", "percent",
-                        "--width", "100",
-                        "--height", "28",
-                        "--SetDockType", "true",
-                        "--transparent", "true",
-                        "--alpha", "0",
-                        "--tint", "0x3c3f45",
-                    ],
-                    env=env,
-                )
-            )  # fmt: skip
-            time.sleep(1.0)
-            done = subprocess.run([sys.executable, __file__], env=env, cwd=ROOT, timeout=120)
-            if done.returncode != 0:
-                return done.returncode
-        finally:
-            for process in reversed(processes):
-                process.terminate()
-                try:
-                    process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+        code = run_in_desktop(__file__, DISPLAY, SCREEN, env)
+        if code != 0:
+            return code
     for png in sorted(OUT.glob("*.png")):
         print(png.relative_to(ROOT))
     return 0

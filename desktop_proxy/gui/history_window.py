@@ -64,6 +64,10 @@ STATUSES: tuple[tuple[str, StatusFilter], ...] = (
 
 
 STATS_MIN_INTERVAL_MS = 1000
+# The summary is read from the database, which the history writer fills in batches, up to a
+# second behind (services.py). A read soon after a request can miss it, so the summary is read
+# once more this long after the last live request (found by scripts/walkthrough.py).
+STATS_SETTLE_MS = 2500
 # Requests that finished while the window was hidden, kept to be offered when it is shown:
 # the last ones may not be stored yet when the list is read (the writer batches).
 BACKLOG = 1000
@@ -194,6 +198,10 @@ class HistoryWindow(QWidget):
         self._stats_timer.setSingleShot(True)
         self._stats_timer.setInterval(STATS_MIN_INTERVAL_MS)
         self._stats_timer.timeout.connect(self.refresh_stats)
+        self._settle_timer = QTimer(self)
+        self._settle_timer.setSingleShot(True)
+        self._settle_timer.setInterval(STATS_SETTLE_MS)
+        self._settle_timer.timeout.connect(self.refresh_stats)
         self._stats_busy = False
         self.update_notice()
 
@@ -430,6 +438,7 @@ class HistoryWindow(QWidget):
         self.model.add_live(rec)
         if not self._stats_timer.isActive():
             self._stats_timer.start()
+        self._settle_timer.start()  # restarted: fires once the requests stop
 
     # --- details ----------------------------------------------------------------------------
 
@@ -495,6 +504,7 @@ class HistoryWindow(QWidget):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self._stats_timer.stop()
+        self._settle_timer.stop()
         self._stale = True
         event.accept()
 

@@ -22,6 +22,7 @@ from desktop_proxy.gui.history_model import (
 from desktop_proxy.gui.history_window import HistoryWindow, summary_text
 from desktop_proxy.gui.memory_history import MemoryHistory
 from desktop_proxy.gui.tasks import InlineRunner
+from desktop_proxy.history.record import RequestRecord
 from tests.gui.fakes import FakeFacade, make_record
 
 pytestmark = pytest.mark.gui
@@ -196,6 +197,39 @@ def test_history_window(
     assert window.model.record_at(0) is live
     window.export_to(tmp_path / "out.csv")
     assert "Exported 301 requests" in window.count_label.text()
+
+
+class StoredLater(MemoryHistory):
+    """A history whose database is behind, like the real one while the writer batches."""
+
+    def stored(self, rec: RequestRecord) -> None:
+        super().add(rec)
+
+    def add(self, rec: RequestRecord) -> None:  # the live listener: not in the database yet
+        return None
+
+
+def test_summary_catches_up_once_the_writer_has_stored_the_request(
+    qtbot: object, bridge: GatewayBridge, facade: FakeFacade
+) -> None:
+    history = StoredLater([])
+    facade.history = history
+    window = HistoryWindow(bridge)
+    window._settle_timer.setInterval(1500)  # (2.5 s in the app)
+    qtbot.addWidget(window)  # type: ignore[attr-defined]
+    window.show()
+    assert window.summary_label.text().startswith("0 requests")
+    live = make_record(1, now=NOW)
+    live.time = time.time()
+    facade.emit_record(live)  # shown at once, while the database does not have it yet
+    window.model.flush_live()
+    assert window.model.record_at(0) is live
+    qtbot.wait(1200)  # type: ignore[attr-defined]  # the throttled refresh came: still 0
+    assert window.summary_label.text().startswith("0 requests")
+    history.stored(live)  # the writer's batch lands; no new request follows
+    qtbot.waitUntil(  # type: ignore[attr-defined]
+        lambda: window.summary_label.text().startswith("1 request"), timeout=3000
+    )
 
 
 def test_summary_refresh_backs_off_for_slow_queries() -> None:
