@@ -1,4 +1,4 @@
-"""Start the fake upstream and the gateway as separate processes; CPU accounting from /proc."""
+"""Start the fake upstreams and the gateways as separate processes; CPU accounting from /proc."""
 
 from __future__ import annotations
 
@@ -51,13 +51,15 @@ class ManagedProcess:
             bufsize=1,
         )
         self._lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._drain, daemon=True).start()
+        self._drainer = threading.Thread(target=self._drain, daemon=True)
+        self._drainer.start()
         self.url = self._wait_ready(ready_timeout)
 
     def _drain(self) -> None:
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line)
+        with contextlib.suppress(ValueError, OSError):  # stop() closed the pipe
+            for line in self.proc.stdout:
+                self._lines.put(line)
         self._lines.put(None)
 
     def _wait_ready(self, timeout: float) -> str:
@@ -104,6 +106,10 @@ class ManagedProcess:
                 self.proc.kill()
                 self.proc.wait(5)
         self._stderr.close()
+        # Close our end of its stdout too (an open pipe left to the garbage collector warns).
+        self._drainer.join(timeout=2.0)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def system_busy_seconds() -> float | None:
@@ -170,6 +176,14 @@ def start_upstream(workdir: Path, chunks: int, delay_ms: float) -> ManagedProces
         str(delay_ms),
     ]
     return ManagedProcess("fake upstream", argv, stderr_file=workdir / "upstream.stderr.log")
+
+
+def start_tests_fake_upstream(workdir: Path) -> ManagedProcess:
+    """The tests' fake upstream (tests/fakes/upstream.py), run by bench/faithful_upstream.py."""
+    argv = [sys.executable, "-m", "bench.faithful_upstream", "--port", "0"]
+    return ManagedProcess(
+        "tests' fake upstream", argv, stderr_file=workdir / "tests-fake-upstream.stderr.log"
+    )
 
 
 def write_gateway_config(path: Path, upstream_url: str, history: bool) -> None:

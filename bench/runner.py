@@ -1,10 +1,11 @@
 """`python -m bench`: throughput and added latency through the gateway versus the upstream direct.
 
-Three kinds of process, all on 127.0.0.1: the fake upstream (bench/upstream.py), the gateway
-(`python -m desktop_proxy serve`), and the load generator (wrk, hey, or the Python fallback and
-the stream probe). This process only orchestrates and sits idle while a measurement runs.
-Every scenario warms up, then runs several rounds that alternate between the targets; the
-figures reported are the medians of the rounds.
+Three kinds of process, all on 127.0.0.1: two fake upstreams (the minimal bench/upstream.py,
+and the tests' fake, tests/fakes/upstream.py, via bench/faithful_upstream.py), a gateway in
+front of each (`python -m desktop_proxy serve`), and the load generator (wrk, hey, or the Python
+fallback and the stream probe). This process only orchestrates and sits idle while a
+measurement runs. Every scenario warms up, then runs several rounds that alternate between the
+targets; the figures reported are the medians of the rounds.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from bench.procs import (
     ManagedProcess,
     history_files,
     start_gateway,
+    start_tests_fake_upstream,
     start_upstream,
 )
 
@@ -64,7 +66,9 @@ class Settings:
 class Target:
     name: str
     url: str
-    # The process the client talks to, when it is not the upstream (for CPU accounting).
+    # For CPU accounting: the upstream behind the target, and the process the client talks to
+    # when it is not the upstream.
+    upstream: ManagedProcess
     gateway: ManagedProcess | None = None
 
 
@@ -108,11 +112,22 @@ class Bench:
     def start(self) -> list[Target]:
         self.upstream = start_upstream(self.workdir, self.s.chunks, self.s.delay_ms)
         self.processes.append(self.upstream)
-        targets = [Target("direct", self.upstream.url + CHAT_PATH)]
+        targets = [Target(report.DIRECT, self.upstream.url + CHAT_PATH, self.upstream)]
         gateway, _ = start_gateway(self.workdir, self.upstream.url, history=False, label="off")
         self.processes.append(gateway)
-        targets.append(Target("gateway", gateway.url + CHAT_PATH, gateway))
+        targets.append(Target(report.GATEWAY, gateway.url + CHAT_PATH, self.upstream, gateway))
         return targets
+
+    def start_tests_fake(self) -> list[Target]:
+        """The tests' fake upstream, direct and behind a gateway of its own (history off)."""
+        upstream = start_tests_fake_upstream(self.workdir)
+        self.processes.append(upstream)
+        gateway, _ = start_gateway(self.workdir, upstream.url, history=False, label="tests-fake")
+        self.processes.append(gateway)
+        return [
+            Target(report.TESTS_DIRECT, upstream.url + CHAT_PATH, upstream),
+            Target(report.TESTS_GATEWAY, gateway.url + CHAT_PATH, upstream, gateway),
+        ]
 
     def start_history_target(self, run: Run) -> Target | None:
         """A gateway with history on, if the history writer exists (or `--history on`)."""
@@ -136,13 +151,13 @@ class Bench:
             run.history_status = (
                 "measured (history writer wrote " + ", ".join(p.name for p in files) + ")"
             )
-            return Target("gateway+history", url, gateway)
+            return Target(report.HISTORY, url, self.upstream, gateway)
         if self.s.history == "on":
             run.history_status = (
                 "measured, but no history file appeared: the writer is probably not wired yet, "
                 "so the figures show no history cost"
             )
-            return Target("gateway+history", url, gateway)
+            return Target(report.HISTORY, url, self.upstream, gateway)
         run.history_status = (
             "pending: the history writer is not wired yet (a gateway started with history on "
             "wrote no history file), so history on vs off was not measured"
@@ -159,7 +174,7 @@ class Bench:
             "bare aiohttp proxy", argv, stderr_file=self.workdir / "floor.stderr.log"
         )
         self.processes.append(proc)
-        return Target("aiohttp floor", proc.url + CHAT_PATH, proc)
+        return Target(report.FLOOR, proc.url + CHAT_PATH, self.upstream, proc)
 
     def stop(self) -> None:
         for proc in reversed(self.processes):
@@ -170,7 +185,7 @@ class Bench:
     # --- one measurement -----------------------------------------------------------------------
 
     def cpu(self, target: Target) -> tuple[float | None, float | None]:
-        up = self.upstream.cpu_seconds() if self.upstream else None
+        up = target.upstream.cpu_seconds()
         gw = target.gateway.cpu_seconds() if target.gateway else None
         return up, gw
 
@@ -257,9 +272,11 @@ class Bench:
             targets.append(history_target)
         if s.floor:
             targets.append(self.start_floor())
-        run.targets = [t.name for t in targets]
+        # Measured in the non-streamed scenarios only: the throughput budget's reference.
+        chat_targets = targets + self.start_tests_fake()
+        run.targets = [t.name for t in chat_targets]
         chat = self.chat_file.read_bytes()
-        for target in targets:
+        for target in chat_targets:
             warm(target.url, chat, 50)
         print(
             f"bench: {', '.join(run.targets)}; load generator {s.loadgen}; "
@@ -273,9 +290,11 @@ class Bench:
         def warmup(stream: bool, c: int) -> Callable[[Target], Metrics] | None:
             return loader(stream, c, s.warmup_seconds) if s.warmup_seconds > 0 else None
 
-        self.scenario(run, "chat-c1", targets, loader(False, 1, s.seconds), warmup(False, 1))
+        self.scenario(run, "chat-c1", chat_targets, loader(False, 1, s.seconds), warmup(False, 1))
         for c in s.concurrencies:
-            self.scenario(run, f"chat-c{c}", targets, loader(False, c, s.seconds), warmup(False, c))
+            self.scenario(
+                run, f"chat-c{c}", chat_targets, loader(False, c, s.seconds), warmup(False, c)
+            )
         self.scenario(
             run,
             "stream-c1",
@@ -348,7 +367,7 @@ def probe_metrics(streams: list[dict[str, object]]) -> Metrics:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Gateway overhead against the fake upstream called directly (loopback only).",
+        description="Gateway overhead against fake upstreams called directly (loopback only).",
     )
     parser.add_argument("--quick", action="store_true", help="a short smoke run (seconds)")
     parser.add_argument("--rounds", type=int, help="rounds per scenario (default 3; quick 1)")

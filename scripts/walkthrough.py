@@ -175,15 +175,19 @@ async def scenario(app: Any, out: Path) -> None:
     history = tray_app._history
     history.resize(1180, 700)
     await wait_until(lambda: history.model.rowCount() >= 2, "two rows in the history table")
-    await asyncio.sleep(1.5)
+    # 2 × (1200 in × $2.5/M + 40 out × $10/M) = $0.0068
+    await wait_until(
+        lambda: history.summary_label.text().startswith("2 requests"),
+        "the summary counts both requests",
+        seconds=6,
+    )
     history.table.selectRow(0)
     await asyncio.sleep(0.5)
     shoot(app, out, "3-history")
     summary = history.summary_label.text()
     step(f"  summary strip: {summary}")
-    # 2 × (1200 in × $2.5/M + 40 out × $10/M) = $0.0068
-    check("2 requests" in summary, "the summary counts both requests")
-    check("$0.0068" in summary or "$0.01" in summary, "the summary shows their cost")
+    check("2.4k tokens in" in summary or "2,400 tokens in" in summary, "with their tokens")
+    check("$0.0068" in summary or "$0.01" in summary, "and their cost")
     history.hide()
 
     step("5. Launch Claude Code from the menu, in a folder, in a terminal")
@@ -200,9 +204,20 @@ async def scenario(app: Any, out: Path) -> None:
     before = len(fake.requests)
     tray_app.launch_claude(folder)
     await asyncio.sleep(12)  # xterm opens and Claude Code starts
+    shoot(app, out, "4-claude-code-started")
+    # No window manager here: give the terminal the keyboard focus directly, then type.
+    found = await asyncio.to_thread(
+        subprocess.run,
+        ["xdotool", "search", "--class", "xterm"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    window = found.stdout.split()[-1] if found.stdout.split() else ""
+    check(window, "a terminal window opened")
     for keys in (
-        ["search", "--class", "xterm", "windowactivate"],
-        ["type", "--delay", "30", "Say hello"],
+        ["windowfocus", "--sync", window],
+        ["type", "--delay", "40", "Say hello"],
         ["key", "Return"],
     ):
         await asyncio.to_thread(subprocess.run, ["xdotool", *keys], check=False)
@@ -212,7 +227,7 @@ async def scenario(app: Any, out: Path) -> None:
         seconds=60,
     )
     await asyncio.sleep(6)
-    shoot(app, out, "4-claude-code")
+    shoot(app, out, "5-claude-code")
     claude = [r for r in records if r.client_api == "anthropic" and r.provider == "openai"]
     check(
         claude and all(r.ok for r in claude), f"{len(claude)} Claude Code request(s) recorded, ok"

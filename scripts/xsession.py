@@ -31,7 +31,7 @@ def run_in_desktop(
     timeout: float = 120,
 ) -> int:
     """Run `python script` on a fresh Xvfb `display` with a tray; the child's exit code."""
-    child_env = {**env, "DISPLAY": display, "QT_QPA_PLATFORM": "xcb", "LANG": "en_US.UTF-8"}
+    child_env = {**env, "DISPLAY": display, "QT_QPA_PLATFORM": "xcb", "LANG": "C.UTF-8"}
     processes: list[subprocess.Popen[bytes]] = []
     try:
         size = f"{screen[0]}x{screen[1]}x24"

@@ -5,9 +5,13 @@ Not a performance test: nothing here compares a figure with a threshold.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
+
+from bench.procs import start_tests_fake_upstream
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,5 +31,28 @@ def test_bench_quick_run_prints_the_table() -> None:
         assert heading in out
     for row in ("c=1 latency p50 (ms)", "c=10 throughput (req/s)", "reads per content event"):
         assert row in out
+    assert "Against the tests' fake upstream" in out
     assert "budgets:" in out
+    assert "against the tests' fake upstream (the issue's reference): c=10:" in out
+    assert "against the minimal bench upstream (stricter): c=10:" in out
     assert "stream chunks relayed without batching" in out
+
+
+def test_tests_fake_upstream_runner_answers_the_bench_request(tmp_path: Path) -> None:
+    upstream = start_tests_fake_upstream(tmp_path)
+    try:
+        body = {"model": "bench-model", "messages": [{"role": "user", "content": "Hi"}]}
+        request = urllib.request.Request(
+            upstream.url + "/v1/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer = json.loads(response.read())
+    finally:
+        upstream.stop()
+    assert answer["object"] == "chat.completion"
+    assert answer["model"] == "bench-model"
+    assert answer["choices"][0]["message"]["content"]
+    assert upstream.proc.returncode == 0

@@ -530,9 +530,12 @@ class HistoryWindow(QWidget):
             # First shown, or requests arrived while closed: read the list again (time ranges
             # move on too). Rows stay unique by id even where a live row and a page overlap.
             self._stale = False
-            self.apply_filters(list(self._backlog))  # the last ones may not be stored yet
+            backlog = list(self._backlog)
+            self.apply_filters(backlog)  # the last ones may not be stored yet
             self._backlog.clear()
             self.refresh_facets()
+            if backlog:
+                self._settle_timer.start()  # nor counted in the summary: read it again
         else:
             self.refresh_stats()
 

@@ -230,6 +230,19 @@ def test_summary_catches_up_once_the_writer_has_stored_the_request(
     qtbot.waitUntil(  # type: ignore[attr-defined]
         lambda: window.summary_label.text().startswith("1 request"), timeout=3000
     )
+    # The same when the request came while the window was closed.
+    window.close()
+    later = make_record(2, now=NOW)
+    later.time = time.time()
+    facade.emit_record(later)
+    window.show()
+    window.model.flush_live()
+    assert window.model.record_at(0) is later
+    assert window.summary_label.text().startswith("1 request")
+    history.stored(later)
+    qtbot.waitUntil(  # type: ignore[attr-defined]
+        lambda: window.summary_label.text().startswith("2 requests"), timeout=3000
+    )
 
 
 def test_summary_refresh_backs_off_for_slow_queries() -> None:

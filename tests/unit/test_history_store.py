@@ -176,7 +176,7 @@ def test_large_batches_keep_every_row_and_its_own_bodies(tmp_path: Path) -> None
         )
     )
     for n, rec in enumerate(records):
-        expected = ('{"n": %d}' % n, '{"r": %d}' % n) if n % 3 else (None, None)
+        expected = (f'{{"n": {n}}}', f'{{"r": {n}}}') if n % 3 else (None, None)
         assert rows[rec.id] == expected
 
 
