@@ -9,6 +9,10 @@ from collections.abc import Callable, Sequence
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["_history-writer"]:  # the history writer's own process (history/remote.py)
+        from desktop_proxy.history import worker
+
+        return worker.main()
     from desktop_proxy import cli
 
     wants_gui = not args or (args[0] == "--config" and len(args) == 2)

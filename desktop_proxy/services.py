@@ -18,6 +18,7 @@ from desktop_proxy.config.secrets import SecretResolver
 from desktop_proxy.errors import InsecureBindError
 from desktop_proxy.history.pricing import Pricer
 from desktop_proxy.history.record import RequestRecord
+from desktop_proxy.history.remote import AnyHistoryWriter, HistoryWriterProcess
 from desktop_proxy.history.writer import HistoryWriter, WriterStatus
 from desktop_proxy.paths import AppPaths
 from desktop_proxy.server.runner import GatewayServer
@@ -47,6 +48,9 @@ class GatewayOptions:
     history: bool | None = None
     allow_insecure_remote: bool = False
     shutdown_timeout: float = 5.0
+    # The history writer runs in a process of its own (history/remote.py); False keeps it in
+    # a thread of this one (tests that start hundreds of gateways).
+    history_process: bool = True
 
 
 @dataclass
@@ -60,7 +64,8 @@ class Services:
     record_listeners: list[Callable[[RequestRecord], None]] = field(default_factory=list)
     # Called from the history writer's thread when the database degrades or recovers.
     history_status_listeners: list[Callable[[WriterStatus], None]] = field(default_factory=list)
-    history_writer: HistoryWriter | None = None
+    history_writer: AnyHistoryWriter | None = None
+    history_process: bool = True
     pricer: Pricer | None = None
     history_forced_off: bool = False  # serve --no-history: config reloads must not turn it on
 
@@ -106,6 +111,7 @@ class Services:
                 "really mean to serve an open gateway on your network."
             )
         self.history_forced_off = opts.history is False
+        self.history_process = opts.history_process
         history_on = config.history.enabled and not self.history_forced_off
         if history_on:
             self._open_history(config)
@@ -130,17 +136,32 @@ class Services:
 
     def _open_history(self, config: AppConfig) -> None:
         self.pricer = Pricer.from_config(config)
-        writer = HistoryWriter(
-            self.paths.history_db,
-            settings=config.history,
-            pricer=self.pricer,
-            # Fewer, larger batches: each writer wake-up contends with the event loop for
-            # the GIL (docs/performance.md). Records reach the database within a second.
-            batch_interval=1.0,
-            batch_size=2000,
-        )
-        writer.listeners.extend(self.history_status_listeners)
-        self.history_writer = writer.start()
+        path = self.paths.history_db
+        writer: AnyHistoryWriter | None = None
+        if self.history_process:
+            process = HistoryWriterProcess(path, settings=config.history, pricer=self.pricer)
+            process.listeners.extend(self.history_status_listeners)
+            try:
+                writer = process.start()
+            except OSError as exc:
+                log.warning(
+                    "history: could not start the writer process (%s); writing from the "
+                    "gateway's process instead",
+                    exc,
+                )
+        if writer is None:
+            thread_writer = HistoryWriter(
+                path,
+                settings=config.history,
+                pricer=self.pricer,
+                # Fewer, larger batches: each writer wake-up contends with the event loop for
+                # the GIL (docs/performance.md). Records reach the database within a second.
+                batch_interval=1.0,
+                batch_size=2000,
+            )
+            thread_writer.listeners.extend(self.history_status_listeners)
+            writer = thread_writer.start()
+        self.history_writer = writer
 
     async def _close_history(self) -> None:
         writer, self.history_writer = self.history_writer, None

@@ -35,10 +35,10 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from desktop_proxy.config.models import AppConfig, PriceOverride, ProviderConfig
 from desktop_proxy.config.presets import get_preset
@@ -242,6 +242,20 @@ def _derive_rates(info: _ModelInfo, total_input: int) -> _Rates:
     )
 
 
+class _Marker:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+_LOCAL = _Marker("local")
+_UNPRICED = _Marker("unpriced")
+_Resolved: TypeAlias = "PriceOverride | _ModelInfo | _Marker"
+_MAX_RESOLVED = 4096
+
+
 class Pricer:
     """Prices records. Thread-safe; the first call loads the price data (about half a second),
     so call `warm_up()` off the event loop (the history writer does, in its thread)."""
@@ -256,10 +270,17 @@ class Pricer:
         self._lock = threading.Lock()
         self._warned: set[tuple[str, str]] = set()
         self._models: dict[tuple[str | None, str | None, str, int], _ModelInfo | None] = {}
+        self._how: dict[tuple[str, str, int], _Resolved] = {}
 
     @classmethod
     def from_config(cls, config: AppConfig) -> Pricer:
         return cls(config.providers, config.history.prices)
+
+    def __reduce__(self) -> tuple[type[Pricer], tuple[list[ProviderConfig], dict[str, Any]]]:
+        # Sent to the history writer's process: the providers without their keys (pricing
+        # needs kinds and URLs), and none of the caches or locks.
+        providers = [replace(p, api_keys=[]) for p in self._providers.values()]
+        return (Pricer, (providers, dict(self._overrides)))
 
     @staticmethod
     def ready() -> bool:
@@ -333,23 +354,44 @@ class Pricer:
         inp, out, cr, cw = (max(0, c or 0) for c in counts)
         if not model:
             return Price(None, True, None)
-        model = _clean_model(model)
         provider = provider or ""
+        hour = int((time.time() if when is None else when) // 3600)
+        # How a (provider, model) is priced is looked up once an hour: this runs on the event
+        # loop for every request, and the lookup is most of its cost.
+        key = (provider, model, hour)
+        how = self._how.get(key)
+        if how is None:
+            how = self._resolve(provider, _clean_model(model), hour)
+            if len(self._how) >= _MAX_RESOLVED:
+                self._how.clear()
+            self._how[key] = how
+        if isinstance(how, PriceOverride):
+            return Price(override_cost(how, inp, out, cr, cw), False, SOURCE_OVERRIDE)
+        if how is _LOCAL:
+            return Price(0.0, False, SOURCE_LOCAL)
+        if how is _UNPRICED:
+            return Price(None, True, None)
+        assert isinstance(how, _ModelInfo)
+        reasoning = min(out, max(0, reasoning_tokens or 0))
+        return Price(self._cost(how, _Tokens(inp, out, cr, cw, reasoning)), False, library_source())
 
+    def _resolve(self, provider: str, model: str, hour: int) -> _Resolved:
         override = self._override(provider, model)
         if override is not None:
-            return Price(override_cost(override, inp, out, cr, cw), False, SOURCE_OVERRIDE)
-
+            return override
         config = self._providers.get(provider)
         kind = config.kind if config is not None else provider
         if kind in LOCAL_KINDS:
-            return Price(0.0, False, SOURCE_LOCAL)
-        reasoning = min(out, max(0, reasoning_tokens or 0))
-        cost = self._library_cost(config, kind, model, _Tokens(inp, out, cr, cw, reasoning), when)
-        if cost is None:
+            return _LOCAL
+        target = self._library_target(config, kind)
+        info = None
+        if target is not None:
+            with self._lock:
+                info = self._model_info(target, model, hour)
+        if info is None:
             self._warn_unpriced(provider, model)
-            return Price(None, True, None)
-        return Price(cost, False, library_source())
+            return _UNPRICED
+        return info
 
     def _override(self, provider: str, model: str) -> PriceOverride | None:
         for key in (f"{provider}:{model}", model, f"{provider}:*"):
@@ -358,22 +400,8 @@ class Pricer:
                 return found
         return None
 
-    def _library_cost(
-        self,
-        config: ProviderConfig | None,
-        kind: str,
-        model: str,
-        tokens: _Tokens,
-        when: float | None,
-    ) -> float | None:
-        target = self._library_target(config, kind)
-        if target is None:
-            return None
-        hour = int((time.time() if when is None else when) // 3600)
+    def _cost(self, info: _ModelInfo, tokens: _Tokens) -> float:
         with self._lock:
-            info = self._model_info(target, model, hour)
-            if info is None:
-                return None
             if not info.linear or tokens.total_input == 0:
                 return float(_calc(info, tokens))
             bracket = sum(tokens.total_input > start for start in info.tier_starts)

@@ -120,6 +120,9 @@ class HistoryWriter:
     ) -> None:
         self.path = path
         self.listeners: list[StatusListener] = []
+        # Called (from the writer thread) with the seq up to which records are stored, after
+        # each batch: records accepted as seq n by `record` (see `accepted`) are in the file.
+        self.progress_listeners: list[Callable[[int], None]] = []
         self._connect = connect
         self._busy_timeout_ms = busy_timeout_ms
         self._batch_size = max(1, batch_size)
@@ -278,6 +281,12 @@ class HistoryWriter:
     def pending(self) -> int:
         with self._cond:
             return len(self._items)
+
+    @property
+    def accepted(self) -> int:
+        """The seq given to the last record accepted."""
+        with self._cond:
+            return self._accepted
 
     @property
     def dropped(self) -> int:
@@ -515,6 +524,11 @@ class HistoryWriter:
                 self._written += len(batch)
                 self._cond.notify_all()
             self._rows_since_retention += len(batch)
+            for progress in list(self.progress_listeners):
+                try:
+                    progress(last)
+                except Exception:  # pragma: no cover - a listener's bug must not stop writing
+                    log.exception("history: a progress listener failed")
             if self._status.state != "ok" or self._status.message is not None:
                 message = None
                 if self._moved_aside is not None and self._status.state == "ok":

@@ -63,6 +63,9 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
         services.config = parse_config(config, "test-config.json")
         options.setdefault("port", 0)
         options.setdefault("shutdown_timeout", 1.0)
+        # A writer process per gateway costs ~0.2 s; tests/server/test_history_gateway.py
+        # runs the real thing, the rest write history from a thread.
+        options.setdefault("history_process", False)
         server = await services.start_gateway(GatewayOptions(**options))
         started.append(services)
         return Gateway(services, server)

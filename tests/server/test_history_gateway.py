@@ -13,8 +13,11 @@ from typing import Any
 import aiohttp
 import anthropic
 import openai
+import pytest
 
+from desktop_proxy.history import remote
 from desktop_proxy.history.query import HistoryFilter, HistoryReader
+from desktop_proxy.history.writer import HistoryWriter
 from tests.fakes.upstream import RecordedRequest, Reply, Usage
 from tests.server.conftest import UPSTREAM_KEY, GatewayFactory, openai_provider
 
@@ -43,7 +46,7 @@ async def test_hundreds_of_requests_leave_exactly_one_row_each(
         "tiers": {"big": "up:gpt-4o", "middle": "up:gpt-4o", "small": "up:gpt-4o-mini"},
         "accessKeys": [{"name": "tests", "key": ACCESS_KEY}],
     }
-    gw = await make_gateway(config)
+    gw = await make_gateway(config, history_process=True)
     oai = openai.AsyncOpenAI(base_url=gw.openai_base, api_key=ACCESS_KEY, max_retries=0)
     ant = anthropic.AsyncAnthropic(base_url=gw.url, api_key=ACCESS_KEY, max_retries=0)
     wrong = openai.AsyncOpenAI(base_url=gw.openai_base, api_key="dp-wrong", max_retries=0)
@@ -184,7 +187,7 @@ async def test_usage_and_cost_are_recorded_by_the_model_that_ran(
         "tiers": {"big": "openai:gpt-4o"},
         "history": {"prices": {"openai:gpt-4o": {"input": 2.5, "output": 10}}},
     }
-    gw = await make_gateway(config)
+    gw = await make_gateway(config, history_process=True)
     async with anthropic.AsyncAnthropic(base_url=gw.url, api_key="x", max_retries=0) as ant:
         await ant.messages.create(
             model="claude-opus-4-8", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
@@ -216,7 +219,7 @@ async def test_no_secret_reaches_any_file_under_the_data_dir(
         "providers": [openai_provider(fake.openai_base)],
         "accessKeys": [{"name": "tests", "key": ACCESS_KEY}],
     }
-    gw = await make_gateway(config)
+    gw = await make_gateway(config, history_process=True)
     async with openai.AsyncOpenAI(
         base_url=gw.openai_base, api_key=ACCESS_KEY, max_retries=0
     ) as oai:
@@ -254,7 +257,9 @@ async def test_a_broken_database_never_fails_a_request(
     gw_root = tmp_path / "gw0"
     (gw_root / "data" / "history.sqlite3").mkdir(parents=True)
     statuses: list[str] = []
-    gw = await make_gateway({"providers": [openai_provider(fake.openai_base)]})
+    gw = await make_gateway(
+        {"providers": [openai_provider(fake.openai_base)]}, history_process=True
+    )
     writer = gw.services.history_writer
     assert writer is not None
     writer.listeners.append(lambda st: statuses.append(st.state))
@@ -285,7 +290,7 @@ async def test_missing_upstream_usage_is_estimated_and_marked(
         "providers": [openai_provider(fake.openai_base)],
         "tiers": {"big": "up:gpt-4o"},
     }
-    gw = await make_gateway(config)
+    gw = await make_gateway(config, history_process=True)
     prompt = [{"role": "user", "content": "Tell me about foxes and dogs, at some length."}]
     async with openai.AsyncOpenAI(base_url=gw.openai_base, api_key="x", max_retries=0) as oai:
         stream = await oai.chat.completions.create(
@@ -310,3 +315,28 @@ async def test_missing_upstream_usage_is_estimated_and_marked(
         assert record.input_tokens is not None and 10 < record.input_tokens < 60
         # ~200 tokens of fox; the estimator is within ~10% of real tokenizers.
         assert record.output_tokens is not None and 150 < record.output_tokens < 260
+
+
+async def test_history_still_works_when_its_process_cannot_start(
+    make_fake_upstream: Any,
+    make_gateway: GatewayFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No writer process (a broken install, a sandbox forbidding it): history is written from
+    the gateway's own process instead, and the log says so."""
+    monkeypatch.setattr(remote, "worker_command", lambda: [str(tmp_path / "no-such-program")])
+    fake = await make_fake_upstream()
+    gw = await make_gateway(
+        {"providers": [openai_provider(fake.openai_base)]}, history_process=True
+    )
+    assert isinstance(gw.services.history_writer, HistoryWriter)
+    assert "could not start the writer process" in caplog.text
+    async with openai.AsyncOpenAI(base_url=gw.openai_base, api_key="x", max_retries=0) as oai:
+        await oai.chat.completions.create(
+            model="up:gpt-4o", messages=[{"role": "user", "content": "hi"}]
+        )
+    await gw.services.stop_gateway()
+    rows = HistoryReader(gw.services.paths.history_db).page(HistoryFilter(), 0, 10)
+    assert [r.status for r in rows] == [200]

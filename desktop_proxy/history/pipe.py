@@ -1,0 +1,86 @@
+"""What the gateway and its history writer process say to each other, and how.
+
+Messages are tuples, pickled and length-prefixed, over the child's stdin (gateway → writer) and
+stdout (writer → gateway). Both ends are our own code from the same install; nothing from
+outside reaches these pipes.
+
+gateway → writer: ("open", path, settings, pricer), ("records", [(seq, values), ...]),
+("configure", settings, pricer), ("retention",), ("flush",), ("close", timeout)
+writer → gateway: ("status", WriterStatus), ("stored", seq), ("log", level, text),
+("closed", ok)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import operator
+import pickle
+import struct
+import threading
+from dataclasses import fields
+from typing import IO, Any, Final
+
+from desktop_proxy.history.record import RequestRecord
+
+WORKER_ARG: Final = "_history-writer"  # `desktop-proxy _history-writer` runs the child
+_HEADER = struct.Struct(">I")
+
+RECORD_FIELDS: Final = tuple(f.name for f in fields(RequestRecord) if not f.name.startswith("_"))
+# One C call instead of a pickled dataclass: this runs on the event loop for every request.
+record_values = operator.attrgetter(*RECORD_FIELDS)
+
+
+def record_from(values: tuple[Any, ...]) -> RequestRecord:
+    return RequestRecord(**dict(zip(RECORD_FIELDS, values, strict=True)))
+
+
+class Channel:
+    """One direction of the pipe. Writes are serialised: several threads may send."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        """Raises OSError (BrokenPipeError) when the other side or this one closed the pipe."""
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        with self._lock:
+            if self._closed:
+                raise BrokenPipeError("the history pipe is closed")
+            self._stream.write(_HEADER.pack(len(data)))
+            self._stream.write(data)
+            self._stream.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                with contextlib.suppress(OSError):
+                    self._stream.close()
+
+
+def receive(stream: IO[bytes]) -> tuple[Any, ...] | None:
+    """The next message, or None when the other side closed the pipe."""
+    header = _read_exactly(stream, _HEADER.size)
+    if header is None:
+        return None
+    (length,) = _HEADER.unpack(header)
+    data = _read_exactly(stream, length)
+    if data is None:
+        return None
+    message = pickle.loads(data)
+    if not isinstance(message, tuple) or not message:
+        raise ValueError("history pipe: not a message")
+    return message
+
+
+def _read_exactly(stream: IO[bytes], n: int) -> bytes | None:
+    chunks: list[bytes] = []
+    while n:
+        chunk = stream.read(n)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,365 @@
+"""The history writer in a process of its own, so that its work never holds the gateway's GIL.
+
+Preparing rows (redacting base64 bodies, masking key-shaped strings) and SQLite inserts cost
+the gateway's process tens of µs of CPU per request, most of it under the GIL that the event
+loop needs; in the tray app that loop is also the UI thread. Measured under load, the writer
+thread cost 15–35% of the gateway's throughput (docs/performance.md, "History"). Here the
+gateway's side only takes each record's values (one C call) and a sender thread pickles them
+in batches down a pipe to `desktop-proxy _history-writer` (`worker.py`), which runs the
+ordinary HistoryWriter.
+
+Nothing accepted is lost: records stay in this process's buffer until the writer process
+reports them stored; if it dies, a new one is started and gets them again (the database
+ignores ids it already has). The buffer is bounded like the writer's own.
+
+Same interface as HistoryWriter: `record`, `flush`, `close`, `configure`, `status`, listeners.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from desktop_proxy.config.models import HistorySettings
+from desktop_proxy.history.pipe import WORKER_ARG, Channel, receive, record_values
+from desktop_proxy.history.pricing import Pricer
+from desktop_proxy.history.record import RequestRecord
+from desktop_proxy.history.writer import HistoryWriter, StatusListener, WriterStatus
+
+log = logging.getLogger("desktop_proxy.history")
+
+SEND_INTERVAL = 0.05  # how long a record may wait before it is sent to the writer process
+RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+_MAX_PER_MESSAGE = 500
+
+
+def worker_command() -> list[str]:
+    """How to start the writer process: the same program, with the hidden command."""
+    if getattr(sys, "frozen", False):  # the installed app (PyInstaller)
+        return [sys.executable, WORKER_ARG]
+    return [sys.executable, "-m", "desktop_proxy", WORKER_ARG]
+
+
+class HistoryWriterProcess:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        settings: HistorySettings | None = None,
+        pricer: Pricer | None = None,
+        max_buffer: int = 10_000,
+        command: Sequence[str] | None = None,
+        send_interval: float = SEND_INTERVAL,
+    ) -> None:
+        self.path = path
+        self.listeners: list[StatusListener] = []
+        self._settings = settings or HistorySettings()
+        self._pricer = pricer
+        self._max_buffer = max(1, max_buffer)
+        self._command = list(command or worker_command())
+        self._send_interval = send_interval
+
+        self._cond = threading.Condition(threading.Lock())
+        # (seq, values) not yet reported stored, oldest first; those with seq <= _sent are
+        # with the writer process already.
+        self._items: collections.deque[tuple[int, tuple[Any, ...]]] = collections.deque()
+        self._seq = 0
+        self._sent = 0
+        self._stored = 0
+        self._dropped = 0
+        self._written = 0
+        self._control: list[tuple[Any, ...]] = []  # configure / retention / flush, in order
+        self._closing = False
+        self._close_timeout = 10.0
+        self._closed_ok: bool | None = None
+        self._child: subprocess.Popen[bytes] | None = None
+        self._channel: Channel | None = None
+        self._generation = 0  # which child the reader thread is listening to
+        self._child_status = WriterStatus("starting")
+        self._status = WriterStatus("starting")
+        self._sender: threading.Thread | None = None
+        self._warned_after_close = False
+
+    # --- the gateway side: never blocks, never raises -----------------------------------------
+
+    def record(self, rec: RequestRecord) -> None:
+        try:
+            values = record_values(rec)
+            with self._cond:
+                if self._closing:
+                    self._dropped += 1
+                    if not self._warned_after_close:
+                        self._warned_after_close = True
+                        log.warning("history writer is closed: a request was not recorded")
+                    return
+                self._seq += 1
+                self._items.append((self._seq, values))
+                if len(self._items) > self._max_buffer:
+                    self._items.popleft()
+                    self._dropped += 1
+        except Exception:  # pragma: no cover - the gateway must never see an error from here
+            with contextlib.suppress(Exception):
+                log.exception("history: could not accept a record")
+
+    # --- life cycle ---------------------------------------------------------------------------
+
+    def start(self) -> HistoryWriterProcess:
+        """Start the writer process and the sender thread. Raises OSError if the process
+        cannot be started at all (the caller falls back to the in-process writer)."""
+        if self._pricer is not None:
+            # Live pricing (Pricer.apply on the loop) needs the price data in this process.
+            threading.Thread(target=self._pricer.warm_up, daemon=True).start()
+        self._spawn()
+        self._sender = threading.Thread(
+            target=self._send_loop, name="desktop-proxy-history-sender", daemon=True
+        )
+        self._sender.start()
+        return self
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every record accepted so far is stored. True if it was."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            target = self._seq
+            self._control.append(("flush",))
+            self._cond.notify_all()
+            while self._stored < target:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining if remaining is not None else 0.5)
+        return True
+
+    def close(self, timeout: float | None = 10.0) -> bool:
+        """Send everything, let the writer process store it and stop. True when all was."""
+        with self._cond:
+            if self._closing and self._sender is None:
+                return self._closed_ok is not False
+            self._closing = True
+            self._close_timeout = 10.0 if timeout is None else timeout
+            sender = self._sender
+            self._cond.notify_all()
+        if sender is not None:
+            sender.join(self._close_timeout + 5.0)
+        with self._cond:
+            self._sender = None
+            lost = len(self._items)
+            if lost:
+                self._dropped += lost
+                self._items.clear()
+        child = self._child
+        if child is not None and child.poll() is None:
+            child.kill()
+        if lost:
+            log.error("history: %d requests could not be written before shutdown", lost)
+        self._set_status(replace(self._status, state="closed", pending=0))
+        return lost == 0
+
+    async def aclose(self, grace: float | None = 10.0) -> bool:
+        return await asyncio.to_thread(self.close, grace)
+
+    async def aflush(self, max_wait: float | None = None) -> bool:
+        return await asyncio.to_thread(self.flush, max_wait)
+
+    def configure(self, settings: HistorySettings, pricer: Pricer | None = None) -> None:
+        with self._cond:
+            self._settings = settings
+            if pricer is not None:
+                self._pricer = pricer
+            self._control.append(("configure", settings, self._pricer))
+            self._cond.notify_all()
+
+    def run_retention_soon(self) -> None:
+        with self._cond:
+            self._control.append(("retention",))
+            self._cond.notify_all()
+
+    # --- status -------------------------------------------------------------------------------
+
+    @property
+    def status(self) -> WriterStatus:
+        with self._cond:
+            return self._snapshot_locked(self._status)
+
+    @property
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+    @property
+    def dropped(self) -> int:
+        with self._cond:
+            return self._dropped + self._child_status.dropped
+
+    def _snapshot_locked(self, status: WriterStatus) -> WriterStatus:
+        return replace(
+            status,
+            pending=len(self._items),
+            dropped=self._dropped + self._child_status.dropped,
+            written=self._written,
+        )
+
+    def _set_status(self, status: WriterStatus) -> None:
+        with self._cond:
+            previous = self._status
+            self._status = status
+            status = self._snapshot_locked(status)
+        if (previous.state, previous.message) == (status.state, status.message):
+            return
+        for listener in list(self.listeners):
+            try:
+                listener(status)
+            except Exception:
+                log.exception("history status listener failed")
+
+    # --- the writer process -------------------------------------------------------------------
+
+    def _spawn(self) -> None:
+        # Its own process group: Ctrl+C in a terminal reaches the whole foreground group, and
+        # the writer must outlive it to store what the gateway sends while shutting down (it
+        # exits when the gateway closes the pipe). On Windows, no console window either.
+        if sys.platform == "win32":
+            flags = subprocess.CREATE_NO_WINDOW | subprocess.CREATE_NEW_PROCESS_GROUP
+            child = subprocess.Popen(
+                self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, creationflags=flags
+            )
+        else:
+            child = subprocess.Popen(
+                self._command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                start_new_session=True,
+            )
+        assert child.stdin is not None and child.stdout is not None
+        channel = Channel(child.stdin)
+        with self._cond:
+            self._generation += 1
+            generation = self._generation
+            self._child, self._channel = child, channel
+            self._sent = self._stored  # a new process gets everything not yet stored
+            settings, pricer = self._settings, self._pricer
+        channel.send(("open", str(self.path), settings, pricer))
+        threading.Thread(
+            target=self._read_loop,
+            args=(child, channel, generation),
+            name="desktop-proxy-history-reader",
+            daemon=True,
+        ).start()
+
+    def _read_loop(self, child: subprocess.Popen[bytes], channel: Channel, generation: int) -> None:
+        assert child.stdout is not None
+        try:
+            while (message := receive(child.stdout)) is not None:
+                self._handle(message)
+        except Exception as exc:  # a garbled pipe: treat the process as gone
+            log.warning("history writer process: unreadable message (%s)", exc)
+        code = child.wait()
+        channel.close()
+        with contextlib.suppress(OSError):
+            child.stdout.close()
+        with self._cond:
+            if generation != self._generation:
+                return
+            self._channel = None
+            closing = self._closing
+            self._cond.notify_all()
+        if not closing:
+            self._set_status(
+                WriterStatus(
+                    "degraded",
+                    f"the history writer process stopped (exit code {code}); restarting it",
+                    moved_aside=self._status.moved_aside,
+                )
+            )
+
+    def _handle(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "stored":
+            with self._cond:
+                seq = int(message[1])
+                while self._items and self._items[0][0] <= seq:
+                    self._items.popleft()
+                    self._written += 1
+                self._stored = max(self._stored, seq)
+                self._cond.notify_all()
+        elif kind == "status":
+            status: WriterStatus = message[1]
+            with self._cond:
+                self._child_status = status
+            if status.state != "closed":
+                self._set_status(status)
+        elif kind == "log":
+            log.log(int(message[1]), "%s", message[2])
+        elif kind == "closed":
+            with self._cond:
+                self._closed_ok = bool(message[1])
+                self._cond.notify_all()
+
+    def _send_loop(self) -> None:
+        delays = iter(RESTART_DELAYS)
+        last_chance = True  # closing with records left and no process: start one more
+        while True:
+            with self._cond:
+                if not self._closing:
+                    self._cond.wait(self._send_interval)
+                closing = self._closing
+                channel = self._channel
+                control, self._control = self._control, []
+                batch = [item for item in self._items if item[0] > self._sent]
+            if channel is None:
+                if closing:
+                    if not (batch and last_chance):
+                        return
+                    last_chance = False
+                    with contextlib.suppress(OSError):
+                        self._spawn()
+                    continue
+                time.sleep(next(delays, RESTART_DELAYS[-1]))
+                with contextlib.suppress(OSError):
+                    self._spawn()
+                continue
+            try:
+                for start in range(0, len(batch), _MAX_PER_MESSAGE):
+                    chunk = batch[start : start + _MAX_PER_MESSAGE]
+                    channel.send(("records", chunk))
+                    with self._cond:
+                        self._sent = max(self._sent, chunk[-1][0])
+                for message in control:
+                    channel.send(message)
+                if closing:
+                    channel.send(("close", self._close_timeout))
+                    self._wait_for_close()
+                    return
+            except OSError:  # the process is gone; the reader notices and we restart it
+                with self._cond:
+                    self._control = control + self._control
+                time.sleep(0.05)
+                continue
+            if batch:
+                delays = iter(RESTART_DELAYS)
+
+    def _wait_for_close(self) -> None:
+        deadline = time.monotonic() + self._close_timeout + 2.0
+        with self._cond:
+            while self._closed_ok is None and self._channel is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._cond.wait(remaining)
+        child = self._child
+        if child is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(max(0.1, deadline - time.monotonic()))
+
+
+AnyHistoryWriter = HistoryWriter | HistoryWriterProcess

@@ -1,0 +1,154 @@
+"""The history writer in its own process: records arrive, survive its crash, and never cost
+the gateway an error. These tests start real `desktop-proxy _history-writer` processes."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from desktop_proxy.config.models import HistorySettings, ProviderConfig
+from desktop_proxy.history.pipe import Channel, receive, record_values
+from desktop_proxy.history.pricing import Pricer
+from desktop_proxy.history.remote import HistoryWriterProcess, worker_command
+from desktop_proxy.history.store import open_db
+from tests.unit.history_helpers import make_record, pricer, wait_for
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "history.sqlite3"
+
+
+@pytest.fixture
+def writers() -> Iterator[list[HistoryWriterProcess]]:
+    made: list[HistoryWriterProcess] = []
+    yield made
+    for writer in made:
+        writer.close(timeout=5)
+
+
+def start(writers: list[HistoryWriterProcess], db: Path, **kwargs: object) -> HistoryWriterProcess:
+    writer = HistoryWriterProcess(db, pricer=pricer(), **kwargs)  # type: ignore[arg-type]
+    writers.append(writer)
+    return writer.start()
+
+
+def stored(db: Path) -> list[str]:
+    conn = open_db(db)
+    try:
+        return [r[0] for r in conn.execute("SELECT id FROM requests ORDER BY time")]
+    finally:
+        conn.close()
+
+
+def test_records_reach_the_database_and_close_writes_the_rest(
+    writers: list[HistoryWriterProcess], db: Path
+) -> None:
+    w = start(writers, db)
+    first = [make_record() for _ in range(300)]
+    for rec in first:
+        w.record(rec)
+    assert w.flush(timeout=20)
+    assert sorted(stored(db)) == sorted(r.id for r in first)
+    assert w.status.state == "ok" and w.status.pending == 0
+    last = [make_record(request_body=b'{"q": 1}') for _ in range(50)]
+    for rec in last:
+        w.record(rec)
+    assert w.close(timeout=10) is True  # no flush: close itself stores what was accepted
+    assert len(stored(db)) == 350
+    assert w.status.state == "closed"
+    w.record(make_record())  # after close: counted as dropped, never raised
+    assert w.dropped == 1
+
+
+def test_a_crashed_writer_process_is_restarted_and_nothing_is_lost(
+    writers: list[HistoryWriterProcess], db: Path
+) -> None:
+    w = start(writers, db)
+    states: list[str] = []
+    w.listeners.append(lambda status: states.append(status.state))
+    before = [make_record() for _ in range(100)]
+    for rec in before:
+        w.record(rec)
+    child = w._child
+    assert child is not None
+    child.kill()  # mid-stream: some of these may not be stored yet
+    after = [make_record() for _ in range(100)]
+    for rec in after:
+        w.record(rec)
+    assert w.flush(timeout=30)
+    ids = stored(db)
+    assert sorted(ids) == sorted(r.id for r in before + after)  # each exactly once
+    assert "degraded" in states
+    assert wait_for(lambda: w.status.state == "ok")
+    assert w._child is not child
+
+
+def test_an_unusable_database_is_reported_from_the_writer_process(
+    writers: list[HistoryWriterProcess], db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db.mkdir(parents=True)  # a directory where the file should be
+    w = start(writers, db)
+    w.record(make_record())
+    assert wait_for(lambda: w.status.state == "degraded")
+    assert "cannot open the history database" in (w.status.message or "")
+    assert w.status.pending == 1
+    # The writer process's log lines come out in the gateway's log.
+    assert wait_for(lambda: "history" in caplog.text and "in memory" in caplog.text)
+
+
+def test_a_writer_process_that_cannot_start_raises_oserror(db: Path) -> None:
+    w = HistoryWriterProcess(db, command=[str(db.parent / "no-such-program")])
+    with pytest.raises(OSError):
+        w.start()
+
+
+def test_the_writer_process_outlives_ctrl_c_and_stores_what_it_has_when_the_gateway_dies(
+    db: Path,
+) -> None:
+    """Ctrl+C reaches the whole process group; the gateway's own shutdown decides. If the
+    gateway dies instead, the pipe closes and the writer stores what it received, then exits."""
+    child = subprocess.Popen(worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert child.stdin is not None and child.stdout is not None
+    channel = Channel(child.stdin)
+    channel.send(("open", str(db), HistorySettings(), pricer()))
+    records = [make_record() for _ in range(20)]
+    channel.send(("records", [(n + 1, record_values(r)) for n, r in enumerate(records)]))
+    if sys.platform != "win32":
+        time.sleep(0.5)  # let it install its handlers
+        os.kill(child.pid, signal.SIGINT)
+        time.sleep(0.2)
+        assert child.poll() is None
+    channel.close()  # the gateway is gone
+    assert child.wait(timeout=20) == 0
+    replies = []
+    while (message := receive(child.stdout)) is not None:
+        replies.append(message)
+    child.stdout.close()
+    assert ("stored", 20) in replies
+    assert replies[-1] == ("closed", True)
+    assert sorted(stored(db)) == sorted(r.id for r in records)
+
+
+def test_the_pricer_travels_without_the_providers_keys() -> None:
+    provider = ProviderConfig(
+        name="openai",
+        kind="openai",
+        base_url="https://api.openai.com/v1",
+        protocol="openai",
+        auth="bearer",
+        api_keys=["sk-secret-key-that-must-not-travel-0001"],
+    )
+    data = pickle.dumps(Pricer([provider]))
+    assert b"sk-secret" not in data
+    copy = pickle.loads(data)
+    rec = make_record(provider="openai", model="gpt-4o-mini", input_tokens=1000, output_tokens=100)
+    assert copy.price_record(rec).cost_usd == Pricer([provider]).price_record(rec).cost_usd
