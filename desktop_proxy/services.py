@@ -206,7 +206,9 @@ class _ServicesRecorder:
         services = self._services
         writer = services.history_writer
         try:
-            if services.pricer is not None:
+            # Priced here only for live views (tray, History window, tests); the history
+            # writer prices what arrives unpriced, off the event loop.
+            if services.pricer is not None and services.record_listeners:
                 services.pricer.apply(rec)
             if writer is not None:
                 writer.record(rec)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import logging
 import subprocess
 import sys
@@ -73,7 +74,7 @@ class HistoryWriterProcess:
         # (seq, values) not yet reported stored, oldest first; those with seq <= _sent are
         # with the writer process already.
         self._items: collections.deque[tuple[int, tuple[Any, ...]]] = collections.deque()
-        self._seq = 0
+        self._counter = itertools.count(1)
         self._sent = 0
         self._stored = 0
         self._dropped = 0
@@ -93,20 +94,21 @@ class HistoryWriterProcess:
     # --- the gateway side: never blocks, never raises -----------------------------------------
 
     def record(self, rec: RequestRecord) -> None:
+        # No lock: this runs on the event loop for every request. next() on a counter and
+        # deque appends are atomic; the sender thread only ever reads from the left.
         try:
-            values = record_values(rec)
-            with self._cond:
-                if self._closing:
-                    self._dropped += 1
-                    if not self._warned_after_close:
-                        self._warned_after_close = True
-                        log.warning("history writer is closed: a request was not recorded")
-                    return
-                self._seq += 1
-                self._items.append((self._seq, values))
-                if len(self._items) > self._max_buffer:
-                    self._items.popleft()
-                    self._dropped += 1
+            if self._closing:
+                self._dropped += 1
+                if not self._warned_after_close:
+                    self._warned_after_close = True
+                    log.warning("history writer is closed: a request was not recorded")
+                return
+            self._items.append((next(self._counter), record_values(rec)))
+            if len(self._items) > self._max_buffer:
+                with self._cond:
+                    while len(self._items) > self._max_buffer:
+                        self._items.popleft()
+                        self._dropped += 1
         except Exception:  # pragma: no cover - the gateway must never see an error from here
             with contextlib.suppress(Exception):
                 log.exception("history: could not accept a record")
@@ -130,10 +132,13 @@ class HistoryWriterProcess:
         """Wait until every record accepted so far is stored. True if it was."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            target = self._seq
+            if not self._items:
+                return True
+            target = self._items[-1][0]
             self._control.append(("flush",))
             self._cond.notify_all()
-            while self._stored < target:
+            # Done when nothing up to `target` is left: stored, or dropped by a full buffer.
+            while self._items and self._items[0][0] <= target:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
@@ -315,7 +320,8 @@ class HistoryWriterProcess:
                 closing = self._closing
                 channel = self._channel
                 control, self._control = self._control, []
-                batch = [item for item in self._items if item[0] > self._sent]
+                # list() copies in one step; record() may append meanwhile (without the lock).
+                batch = [item for item in list(self._items) if item[0] > self._sent]
             if channel is None:
                 if closing:
                     if not (batch and last_chance):
