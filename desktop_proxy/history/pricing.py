@@ -348,10 +348,17 @@ class Pricer:
         no such provider is configured); `when` is the request's Unix time, so that dated price
         changes apply as they did then.
         """
-        counts = (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens)
-        if all(c is None for c in counts):
+        if (
+            input_tokens is None
+            and output_tokens is None
+            and cache_read_tokens is None
+            and cache_write_tokens is None
+        ):
             return Price.none()
-        inp, out, cr, cw = (max(0, c or 0) for c in counts)
+        inp = max(0, input_tokens or 0)
+        out = max(0, output_tokens or 0)
+        cr = max(0, cache_read_tokens or 0)
+        cw = max(0, cache_write_tokens or 0)
         if not model:
             return Price(None, True, None)
         provider = provider or ""

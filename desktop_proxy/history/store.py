@@ -387,7 +387,14 @@ def _media_type_near(data: bytes, start: int, end: int) -> bytes:
     return found.group(1) if found else b"data"
 
 
+# A body shorter than _MIN_ANY can only hold a payload under one of the payload keys: one search
+# in C settles most bodies before the per-value loop below.
+_PAYLOAD_KEY = re.compile(rb'"(?:' + rb"|".join(sorted(_PAYLOAD_KEYS)) + rb')"')
+
+
 def _redact_json_values(data: bytes) -> bytes:
+    if len(data) < _MIN_ANY and _PAYLOAD_KEY.search(data) is None:
+        return data
     out: list[bytes] = []
     pos = search = 0
     while (m := _JSON_KEY.search(data, search)) is not None:
@@ -564,15 +571,15 @@ def record_to_row(
 
 
 # Rows go in as multi-row INSERTs, a few statements per batch, not one executemany step per
-# row: the sqlite3 module releases and retakes the GIL around every step, and each of those
-# handoffs with a busy event loop thread cost the gateway more CPU than the insert itself
-# (docs/performance.md, "History"). SQLite allows 32766 parameters per statement.
-_MAX_PARAMS = 32766
-_ROWS_PER_INSERT = _MAX_PARAMS // len(RECORD_COLUMNS)
-_BODIES_PER_INSERT = _MAX_PARAMS // 3
+# row: the sqlite3 module releases and retakes the GIL around every step, which costs far more
+# than the insert itself when another thread wants the GIL. Statements come in a few fixed sizes
+# so that SQLite compiles each once (the connection's statement cache keeps them): a statement
+# for exactly N rows, N varying per batch, was compiled anew every time, and compiling thousands
+# of placeholders cost more than inserting the rows (docs/performance.md, "History").
+_STATEMENT_ROWS = (256, 64, 16, 4, 1)  # 256 × the columns stays under SQLite's 32766 parameters
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=len(_STATEMENT_ROWS))
 def _insert_sql(rows: int) -> str:
     one = "(" + ", ".join("?" for _ in RECORD_COLUMNS) + ")"
     return (
@@ -581,7 +588,7 @@ def _insert_sql(rows: int) -> str:
     )
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=len(_STATEMENT_ROWS))
 def _insert_bodies_sql(rows: int) -> str:
     # Bodies attach to the request's rowid, looked up by id in the same statement.
     return (
@@ -592,9 +599,13 @@ def _insert_bodies_sql(rows: int) -> str:
     )
 
 
-def _chunks(rows: Sequence[Row], size: int) -> Iterator[Sequence[Row]]:
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
+def _chunks(rows: Sequence[Row]) -> Iterator[Sequence[Row]]:
+    """`rows` cut into pieces of the sizes in _STATEMENT_ROWS, largest first."""
+    start = 0
+    for size in _STATEMENT_ROWS:
+        while len(rows) - start >= size:
+            yield rows[start : start + size]
+            start += size
 
 
 def insert_rows(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
@@ -603,10 +614,10 @@ def insert_rows(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for chunk in _chunks(rows, _ROWS_PER_INSERT):
+        for chunk in _chunks(rows):
             conn.execute(_insert_sql(len(chunk)), [value for row in chunk for value in row.values])
         with_bodies = [r for r in rows if r.request_body is not None or r.response_body is not None]
-        for chunk in _chunks(with_bodies, _BODIES_PER_INSERT):
+        for chunk in _chunks(with_bodies):
             params: list[Any] = []
             for r in chunk:
                 params += (r.values[0], r.request_body, r.response_body)
