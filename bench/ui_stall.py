@@ -758,9 +758,10 @@ of this benchmark on the same machine):
    queries nothing until shown.
 
 Before 2 and 3 (with 1): max stall 126–130 ms, 1–6 ticks over 50 ms per 20 s phase; with
-them, on the same gateway code: 25–45 ms. The runs above also include the history writer's
-larger batches (1 s, 2,000 rows; made at the same time for the gateway's own benchmark), which
-take the writer thread's GIL less often.
+them, on the same gateway code: 25–45 ms, and one 57.9 ms tick in ten runs. The history writer
+then ran as a thread of the app and took the GIL from the UI thread for every batch it prepared;
+since it runs as a process of its own (`history/remote.py`), the worst stall with the History
+window open is 12–18 ms and with it closed 3–9 ms (the runs above).
 
 The window's own work is small next to the gateway's (py-spy: the table model's `data()` and
 the live-row path together ~4% of the UI thread's samples, socket writes of the relayed
