@@ -1,9 +1,10 @@
-"""The floor: the least an aiohttp-based proxy can do, for comparison with the gateway.
+"""The floor: the least a proxy built like the gateway can do, for comparison with the gateway.
 
-It forwards `POST /v1/chat/completions` to the upstream with one pooled aiohttp ClientSession
-and hands the answer back (streams relayed read by read) — no validation, routing, auth,
-logging, records or usage reading. Whatever it costs, the gateway, being built on the same
-aiohttp server and client, cannot go below; the gap between the two is the gateway's own work.
+It forwards `POST /v1/chat/completions` to the upstream with the gateway's own HTTP stack, an
+aiohttp server and the pooled client of `desktop_proxy.server.http1`, and hands the answer back
+(streams relayed read by read): no validation, routing, auth, logging, records or usage
+reading. Whatever it costs, the gateway cannot go below; the gap between the two is the
+gateway's own work.
 
 `python -m bench.floorproxy --upstream http://127.0.0.1:PORT` prints `Listening on URL`.
 """
@@ -16,43 +17,47 @@ import contextlib
 import signal
 from collections.abc import AsyncIterator, Sequence
 
-import aiohttp
 from aiohttp import web
 
-SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("session", aiohttp.ClientSession)
+from desktop_proxy.server.http1 import ConnectionPool
+
+POOL: web.AppKey[ConnectionPool] = web.AppKey("pool", ConnectionPool)
 UPSTREAM: web.AppKey[str] = web.AppKey("upstream", str)
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
     body = await request.read()
-    session = request.app[SESSION]
     url = request.app[UPSTREAM] + "/v1/chat/completions"
-    headers = {"Content-Type": "application/json"}
-    async with session.post(url, data=body, headers=headers) as upstream:
+    upstream = await request.app[POOL].request(
+        "POST", url, {"Content-Type": "application/json"}, body
+    )
+    try:
         if upstream.headers.get("Content-Type", "").startswith("text/event-stream"):
             response = web.StreamResponse(
                 status=upstream.status, headers={"Content-Type": "text/event-stream"}
             )
             await response.prepare(request)
-            async for chunk in upstream.content.iter_any():
+            while chunk := await upstream.readany():
                 await response.write(chunk)
             await response.write_eof()
             return response
         data = await upstream.read()
-        return web.Response(status=upstream.status, body=data, content_type="application/json")
+    finally:
+        upstream.release()
+    return web.Response(status=upstream.status, body=data, content_type="application/json")
 
 
 def make_app(upstream: str) -> web.Application:
     app = web.Application()
     app[UPSTREAM] = upstream.rstrip("/")
 
-    async def session_ctx(app: web.Application) -> AsyncIterator[None]:
-        connector = aiohttp.TCPConnector(limit=256, limit_per_host=64)
-        async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
-            app[SESSION] = session
-            yield
+    async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
+        pool = ConnectionPool()
+        app[POOL] = pool
+        yield
+        await pool.close()
 
-    app.cleanup_ctx.append(session_ctx)
+    app.cleanup_ctx.append(pool_ctx)
     app.router.add_post("/v1/chat/completions", chat)
     return app
 

@@ -45,7 +45,7 @@ PEERS: list[tuple[str, float, float]] = [
 
 Compare = Literal["ratio", "delta", "none"]
 
-DIRECT, GATEWAY, HISTORY, FLOOR = "direct", "gateway", "gateway+history", "aiohttp floor"
+DIRECT, GATEWAY, HISTORY, FLOOR = "direct", "gateway", "gateway+history", "bare proxy (floor)"
 # The tests' fake upstream (tests/fakes/upstream.py) and a gateway in front of it.
 TESTS_DIRECT, TESTS_GATEWAY = "direct (tests' fake)", "gateway (tests' fake)"
 
@@ -204,7 +204,7 @@ def throughput_verdict(
             figures.append(f"c={c}: {g:,.0f} / {d:,.0f} req/s = {ratio * 100:.0f}%")
             floor_rps = run.median(scenario, floor, "rps") if floor else None
             if floor_rps:
-                figures[-1] += f" (bare aiohttp proxy: {floor_rps / d * 100:.0f}%)"
+                figures[-1] += f" (bare proxy floor: {floor_rps / d * 100:.0f}%)"
     return Verdict(
         f"throughput ≥ {MIN_THROUGHPUT_RATIO:.0%} of direct — {reference}",
         "; ".join(figures) or "not measured",
@@ -350,7 +350,10 @@ def machine_info(tool: str) -> dict[str, str]:
 # --- output -------------------------------------------------------------------------------------
 
 
-FLOOR_NOTE = "aiohttp floor: bench/floorproxy.py, a bare aiohttp passthrough (no gateway logic)"
+FLOOR_NOTE = (
+    "floor: bench/floorproxy.py, a bare passthrough on the gateway's HTTP stack "
+    "(aiohttp server, http1 client), no gateway logic"
+)
 TESTS_FAKE_NOTE = (
     "tests' fake upstream: tests/fakes/upstream.py (strict validation, records every request), "
     "direct and behind its own gateway, in the non-streamed scenarios only"

@@ -167,12 +167,10 @@ class Bench:
         return None
 
     def start_floor(self) -> Target:
-        """The bare aiohttp proxy (bench/floorproxy.py): the framework's own cost."""
+        """The bare proxy (bench/floorproxy.py): the cost of the gateway's HTTP stack alone."""
         assert self.upstream is not None
         argv = [sys.executable, "-m", "bench.floorproxy", "--upstream", self.upstream.url]
-        proc = ManagedProcess(
-            "bare aiohttp proxy", argv, stderr_file=self.workdir / "floor.stderr.log"
-        )
+        proc = ManagedProcess("bare proxy", argv, stderr_file=self.workdir / "floor.stderr.log")
         self.processes.append(proc)
         return Target(report.FLOOR, proc.url + CHAT_PATH, self.upstream, proc)
 
@@ -388,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--floor",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="also measure a bare aiohttp proxy, the floor for any aiohttp-based gateway "
+        help="also measure a bare proxy on the gateway's HTTP stack, its floor "
         "(default: on, off with --quick)",
     )
     parser.add_argument("--chunks", type=int, default=50, help="content chunks per stream")
