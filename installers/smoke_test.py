@@ -24,11 +24,13 @@ import re
 import runpy
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -225,18 +227,49 @@ def check_cli(bundle: Bundle, env: dict[str, str]) -> str:
     return out
 
 
-def check_serve(bundle: Bundle, env: dict[str, str]) -> str:
+def check_serve(bundle: Bundle, env: dict[str, str], home: Path) -> str:
+    """serve answers /health; a request is recorded by the history writer, which the frozen app
+    starts as a second process of itself (`_history-writer`)."""
     process = Process([bundle.cli, "serve", "--port", "0"], env)
     try:
         base_url = process.wait_for_line(LISTENING, timeout=60).group(1)
         body = health(base_url)
         check(body.get("status") == "ok", f"/health answered {body}")
         check(body.get("version") == VERSION, f"/health reports version {body.get('version')}")
+        status = post_chat(base_url)  # an error (no Ollama running here), recorded all the same
     except Failed as exc:
         raise Failed(f"{exc}\n{process.transcript()}") from None
     finally:
         code = process.stop()
-    return f"{base_url}/health ok (exit code {code} after SIGTERM)"
+    rows = history_rows(home / "data" / "history.sqlite3")
+    check(rows == [status], f"history holds {rows}, expected the one request ({status})")
+    return f"{base_url}/health ok, a {status} recorded in history (exit code {code} after SIGTERM)"
+
+
+def post_chat(base_url: str) -> int:
+    request = urllib.request.Request(
+        f"{base_url}/v1/chat/completions",
+        data=json.dumps(
+            {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}
+        ).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=30) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def history_rows(path: Path) -> list[int]:
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(path)
+    try:
+        return [int(r[0]) for r in conn.execute("SELECT status FROM requests")]
+    finally:
+        conn.close()
 
 
 def check_tray_app(bundle: Bundle, env: dict[str, str], home: Path) -> str:
@@ -288,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     steps: list[tuple[str, Callable[[], str]]] = [
         ("bundle contents", lambda: check_contents(bundle)),
         ("CLI --version, providers", lambda: check_cli(bundle, env)),
-        ("serve --port 0 + /health", lambda: check_serve(bundle, env)),
+        ("serve --port 0 + /health + history", lambda: check_serve(bundle, env, home)),
         ("tray app (offscreen)", lambda: check_tray_app(bundle, env, home)),
     ]
     failures = 0

@@ -202,26 +202,11 @@ def capture() -> None:
 
     import keyring
     import qasync
-    from keyring.backend import KeyringBackend
     from PySide6.QtWidgets import QApplication, QSystemTrayIcon
 
-    class DemoKeyring(KeyringBackend):
-        priority = 1  # type: ignore[assignment]
+    from tests.memory_keyring import MemoryKeyring
 
-        def __init__(self) -> None:
-            super().__init__()
-            self.values: dict[tuple[str, str], str] = {}
-
-        def get_password(self, service: str, username: str) -> str | None:
-            return self.values.get((service, username))
-
-        def set_password(self, service: str, username: str, password: str) -> None:
-            self.values[(service, username)] = password
-
-        def delete_password(self, service: str, username: str) -> None:
-            self.values.pop((service, username), None)
-
-    demo = DemoKeyring()
+    demo = MemoryKeyring()  # the tests' in-memory backend: never the real keyring
     demo.set_password("desktop-proxy", "provider-openai", "sk-proj-demo0000000000000001a2b")
     demo.set_password("desktop-proxy", "provider-anthropic", "sk-ant-demo000000000000000c3d4")
     demo.set_password("desktop-proxy", "access-laptop", "dp-demo-access-key-000000000000")
