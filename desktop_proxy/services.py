@@ -114,7 +114,8 @@ class Services:
         self.history_process = opts.history_process
         history_on = config.history.enabled and not self.history_forced_off
         if history_on:
-            self._open_history(config)
+            # Off the loop (also the UI thread): starting the writer process forks.
+            await asyncio.to_thread(self._open_history, config)
         recorder = _ServicesRecorder(self)
         state = GatewayState(
             config=config,
@@ -183,7 +184,7 @@ class Services:
             writer = self.history_writer
             wanted = config.history.enabled and not self.history_forced_off
             if wanted and writer is None:
-                self._open_history(config)
+                await asyncio.to_thread(self._open_history, config)
             elif not wanted and writer is not None:
                 await self._close_history()
             elif writer is not None:
