@@ -159,9 +159,6 @@ class Response:
 
     # --- read by the caller ---------------------------------------------------------------
 
-    def is_eof(self) -> bool:
-        return self._eof and not self._chunks
-
     async def readany(self, *, quiet_after: float | None = None) -> bytes | None:
         """Whatever has arrived, waiting for more if nothing has; b"" at the end of the body.
 
