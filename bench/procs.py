@@ -88,13 +88,10 @@ class ManagedProcess:
         return self.proc.pid
 
     def cpu_seconds(self) -> float | None:
-        """User + system CPU time the process has used so far (Linux); None elsewhere."""
-        try:
-            stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
-        except OSError:
-            return None
-        fields = stat[stat.rindex(")") + 2 :].split()
-        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+        """User + system CPU time the process and its live descendants have used so far
+        (Linux); None elsewhere. Descendants count: the gateway's history writer is a child
+        process, and its work is part of what history costs."""
+        return _tree_cpu_seconds(self.proc.pid)
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc.poll() is None:
@@ -121,6 +118,22 @@ def system_busy_seconds() -> float | None:
     # user nice system idle iowait irq softirq steal ...: everything but idle and iowait.
     ticks = [int(f) for f in fields[:8]]
     return (sum(ticks) - ticks[3] - ticks[4]) / _CLK_TCK
+
+
+def _tree_cpu_seconds(pid: int) -> float | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    total = (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for child in children:
+        total += _tree_cpu_seconds(int(child)) or 0.0
+    return total
 
 
 def own_children_seconds() -> float:
