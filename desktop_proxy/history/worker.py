@@ -88,10 +88,10 @@ def main(stdin: IO[bytes] | None = None, stdout: IO[bytes] | None = None) -> int
             ok = writer.close(CLOSE_TIMEOUT)
             break
         kind = message[0]
-        if kind == "records":
-            for gateway_seq, values in message[1]:
-                writer.record(record_from(values))
-                acks.add(writer.accepted, gateway_seq)
+        if kind == "records" and message[1]:
+            batch = message[1]
+            last = writer.record_many(record_from(values) for _, values in batch)
+            acks.add(last, batch[-1][0])  # acknowledged per message, once all of it is stored
         elif kind == "flush":
             writer.flush(CLOSE_TIMEOUT)
         elif kind == "configure":

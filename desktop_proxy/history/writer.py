@@ -30,7 +30,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -161,25 +161,34 @@ class HistoryWriter:
 
     def record(self, rec: RequestRecord) -> None:
         """Accept a finished record for writing. Non-blocking, thread-safe, never raises."""
+        self.record_many((rec,))
+
+    def record_many(self, recs: Iterable[RequestRecord]) -> int:
+        """Accept several records under one lock (the writer process gets them in batches).
+        Returns `accepted`, the seq of the last record accepted. Never raises."""
         try:
             with self._cond:
-                if self._closed:
-                    self._dropped += 1
-                    if not self._warned_after_close:
-                        self._warned_after_close = True
-                        log.warning("history writer is closed: a request was not recorded")
-                    return
-                seq = next(self._seq)
-                self._accepted = seq
-                self._items.append(_Item(seq, rec))
+                before = len(self._items)
+                for rec in recs:
+                    if self._closed:
+                        self._dropped += 1
+                        if not self._warned_after_close:
+                            self._warned_after_close = True
+                            log.warning("history writer is closed: a request was not recorded")
+                        continue
+                    seq = next(self._seq)
+                    self._accepted = seq
+                    self._items.append(_Item(seq, rec))
                 if len(self._items) > self._max_buffer:
                     self._drop_oldest_locked()
                 n = len(self._items)
-                if n == 1 or n == self._batch_size:
+                if (before == 0 and n) or before < self._batch_size <= n:
                     self._cond.notify()
+                return self._accepted
         except Exception:  # pragma: no cover - the gateway must never see an error from here
             with contextlib.suppress(Exception):
                 log.exception("history: could not accept a record")
+            return self._accepted
 
     # --- life cycle ---------------------------------------------------------------------------
 
