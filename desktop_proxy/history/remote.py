@@ -94,8 +94,9 @@ class HistoryWriterProcess:
     # --- the gateway side: never blocks, never raises -----------------------------------------
 
     def record(self, rec: RequestRecord) -> None:
-        # No lock: this runs on the event loop for every request. next() on a counter and
-        # deque appends are atomic; the sender thread only ever reads from the left.
+        # No lock: this runs on the event loop for every request. next() on a counter and a
+        # deque append are atomic; the other threads copy the deque whole (list()) or take
+        # from its left end under the lock, as the trimming below does.
         try:
             if self._closing:
                 self._dropped += 1
