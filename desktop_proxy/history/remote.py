@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from desktop_proxy.config.models import HistorySettings
-from desktop_proxy.history.pipe import WORKER_ARG, Channel, receive, record_values
+from desktop_proxy.history.pipe import WORKER_ARG, Channel, receive, record_from, record_values
 from desktop_proxy.history.pricing import Pricer
 from desktop_proxy.history.record import RequestRecord
 from desktop_proxy.history.writer import HistoryWriter, StatusListener, WriterStatus
@@ -41,6 +41,9 @@ log = logging.getLogger("desktop_proxy.history")
 
 SEND_INTERVAL = 0.05  # how long a record may wait before it is sent to the writer process
 RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+# A writer process that dies this many times in a row without a word (a platform where the
+# second process cannot run) is given up for a writer thread in the gateway's process.
+MAX_SILENT_DEATHS = 3
 _MAX_PER_MESSAGE = 500
 
 
@@ -90,6 +93,9 @@ class HistoryWriterProcess:
         self._status = WriterStatus("starting")
         self._sender: threading.Thread | None = None
         self._warned_after_close = False
+        self._heard_from: set[int] = set()  # generations that sent at least one message
+        self._silent_deaths = 0
+        self._local: HistoryWriter | None = None  # the fallback, once the process is given up
 
     # --- the gateway side: never blocks, never raises -----------------------------------------
 
@@ -98,6 +104,10 @@ class HistoryWriterProcess:
         # deque append are atomic; the other threads copy the deque whole (list()) or take
         # from its left end under the lock, as the trimming below does.
         try:
+            local = self._local
+            if local is not None:
+                local.record(rec)
+                return
             if self._closing:
                 self._dropped += 1
                 if not self._warned_after_close:
@@ -131,6 +141,8 @@ class HistoryWriterProcess:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every record accepted so far is stored. True if it was."""
+        if self._local is not None:
+            return self._local.flush(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             if not self._items:
@@ -157,6 +169,10 @@ class HistoryWriterProcess:
             self._cond.notify_all()
         if sender is not None:
             sender.join(self._close_timeout + 5.0)
+        if self._local is not None:
+            with self._cond:
+                self._sender = None
+            return self._local.close(timeout)
         with self._cond:
             self._sender = None
             lost = len(self._items)
@@ -178,6 +194,9 @@ class HistoryWriterProcess:
         return await asyncio.to_thread(self.flush, max_wait)
 
     def configure(self, settings: HistorySettings, pricer: Pricer | None = None) -> None:
+        if self._local is not None:
+            self._local.configure(settings, pricer)
+            return
         with self._cond:
             self._settings = settings
             if pricer is not None:
@@ -186,6 +205,9 @@ class HistoryWriterProcess:
             self._cond.notify_all()
 
     def run_retention_soon(self) -> None:
+        if self._local is not None:
+            self._local.run_retention_soon()
+            return
         with self._cond:
             self._control.append(("retention",))
             self._cond.notify_all()
@@ -194,16 +216,22 @@ class HistoryWriterProcess:
 
     @property
     def status(self) -> WriterStatus:
+        if self._local is not None:
+            return self._local.status
         with self._cond:
             return self._snapshot_locked(self._status)
 
     @property
     def pending(self) -> int:
+        if self._local is not None:
+            return self._local.pending
         with self._cond:
             return len(self._items)
 
     @property
     def dropped(self) -> int:
+        if self._local is not None:
+            return self._dropped + self._local.dropped
         with self._cond:
             return self._dropped + self._child_status.dropped
 
@@ -266,6 +294,7 @@ class HistoryWriterProcess:
         assert child.stdout is not None
         try:
             while (message := receive(child.stdout)) is not None:
+                self._heard_from.add(generation)
                 self._handle(message)
         except Exception as exc:  # a garbled pipe: treat the process as gone
             log.warning("history writer process: unreadable message (%s)", exc)
@@ -278,6 +307,10 @@ class HistoryWriterProcess:
                 return
             self._channel = None
             closing = self._closing
+            if generation in self._heard_from:
+                self._silent_deaths = 0
+            else:
+                self._silent_deaths += 1
             self._cond.notify_all()
         if not closing:
             self._set_status(
@@ -323,6 +356,14 @@ class HistoryWriterProcess:
                 control, self._control = self._control, []
                 # list() copies in one step; record() may append meanwhile (without the lock).
                 batch = [item for item in list(self._items) if item[0] > self._sent]
+            if self._local is not None:
+                self._hand_over()  # records that raced the switch
+                if closing:
+                    return
+                continue
+            if channel is None and self._silent_deaths >= MAX_SILENT_DEATHS and not closing:
+                self._give_up_the_process()
+                continue
             if channel is None:
                 if closing:
                     if not (batch and last_chance):
@@ -354,6 +395,33 @@ class HistoryWriterProcess:
                 continue
             if batch:
                 delays = iter(RESTART_DELAYS)
+
+    def _give_up_the_process(self) -> None:
+        log.warning(
+            "history: the writer process stopped %d times without starting; writing from the "
+            "gateway's process instead",
+            self._silent_deaths,
+        )
+        local = HistoryWriter(
+            self.path,
+            settings=self._settings,
+            pricer=self._pricer,
+            batch_interval=1.0,  # as services.py's own fallback: fewer GIL contentions
+            batch_size=2000,
+        )
+        local.listeners = self.listeners  # the same list: listeners added later count too
+        local.start()
+        self._local = local
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        local = self._local
+        assert local is not None
+        with self._cond:
+            items = list(self._items)
+            self._items.clear()
+        if items:
+            local.record_many(record_from(values) for _, values in items)
 
     def _wait_for_close(self) -> None:
         deadline = time.monotonic() + self._close_timeout + 2.0

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from desktop_proxy.config.models import HistorySettings, ProviderConfig
+from desktop_proxy.history import remote
 from desktop_proxy.history.pipe import Channel, receive, record_values
 from desktop_proxy.history.pricing import Pricer
 from desktop_proxy.history.remote import HistoryWriterProcess, worker_command
@@ -152,3 +153,26 @@ def test_the_pricer_travels_without_the_providers_keys() -> None:
     copy = pickle.loads(data)
     rec = make_record(provider="openai", model="gpt-4o-mini", input_tokens=1000, output_tokens=100)
     assert copy.price_record(rec).cost_usd == Pricer([provider]).price_record(rec).cost_usd
+
+
+def test_a_writer_process_that_keeps_dying_silently_is_replaced_by_a_thread(
+    writers: list[HistoryWriterProcess],
+    db: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Where the second process starts but cannot run (a platform we could not test, a broken
+    install), history falls back to a writer thread and loses nothing."""
+    monkeypatch.setattr(remote, "RESTART_DELAYS", (0.01,))
+    w = start(writers, db, command=[sys.executable, "-c", "pass"])  # exits at once, silently
+    records = [make_record() for _ in range(30)]
+    for rec in records[:10]:
+        w.record(rec)
+    assert wait_for(lambda: w._local is not None, timeout=20)
+    assert "writing from the gateway's process instead" in caplog.text
+    for rec in records[10:]:
+        w.record(rec)
+    assert w.flush(timeout=20)
+    assert sorted(stored(db)) == sorted(r.id for r in records)
+    assert w.status.state == "ok"
+    assert w.close(timeout=10) is True
