@@ -590,10 +590,11 @@ class ConnectionPool:
         self._slots: dict[tuple[str, str, int], asyncio.Semaphore] = {}
         self._closed = False
 
-    def ssl_context(self) -> ssl.SSLContext:
+    async def ssl_context(self) -> ssl.SSLContext:
         if self._ssl_context is None:
-            # Loading the system CA store takes milliseconds: once, and only for https.
-            self._ssl_context = ssl.create_default_context()
+            # Loading the system CA store reads files for milliseconds: once, only for https,
+            # and off the event loop (in the tray app it is also the UI thread).
+            self._ssl_context = await asyncio.to_thread(ssl.create_default_context)
         return self._ssl_context
 
     async def request(
@@ -650,7 +651,7 @@ class ConnectionPool:
     async def _connect(self, target: Target) -> _Connection:
         loop = asyncio.get_running_loop()
         key = target.key
-        ctx = self.ssl_context() if target.scheme == "https" else None
+        ctx = await self.ssl_context() if target.scheme == "https" else None
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, protocol = await loop.create_connection(
