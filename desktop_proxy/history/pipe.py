@@ -4,7 +4,8 @@ Messages are tuples, pickled and length-prefixed, over the child's stdin (gatewa
 stdout (writer → gateway). Both ends are our own code from the same install; nothing from
 outside reaches these pipes.
 
-gateway → writer: ("open", path, settings, pricer), ("records", [(seq, values), ...]),
+gateway → writer: ("open", path, settings, pricer), ("records", [(seq, values), ...]) where
+values is a record as a plain tuple (`record.plain_values`),
 ("configure", settings, pricer), ("retention",), ("flush",), ("close", timeout)
 writer → gateway: ("status", WriterStatus), ("stored", seq), ("log", level, text),
 ("closed", ok)
@@ -13,25 +14,13 @@ writer → gateway: ("status", WriterStatus), ("stored", seq), ("log", level, te
 from __future__ import annotations
 
 import contextlib
-import operator
 import pickle
 import struct
 import threading
-from dataclasses import fields
 from typing import IO, Any, Final
-
-from desktop_proxy.history.record import RequestRecord
 
 WORKER_ARG: Final = "_history-writer"  # `desktop-proxy _history-writer` runs the child
 _HEADER = struct.Struct(">I")
-
-RECORD_FIELDS: Final = tuple(f.name for f in fields(RequestRecord) if not f.name.startswith("_"))
-# One C call instead of a pickled dataclass: this runs on the event loop for every request.
-record_values = operator.attrgetter(*RECORD_FIELDS)
-
-
-def record_from(values: tuple[Any, ...]) -> RequestRecord:
-    return RequestRecord(**dict(zip(RECORD_FIELDS, values, strict=True)))
 
 
 class Channel:

@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from desktop_proxy.config.models import AppConfig, PriceOverride, ProviderConfig
 from desktop_proxy.config.presets import get_preset
@@ -103,7 +103,13 @@ class Price:
 
     @staticmethod
     def none() -> Price:
-        return Price(None, False, None)
+        return _NO_PRICE
+
+
+# Shared: most records get one of these, and a frozen dataclass is slow to construct.
+_NO_PRICE = Price(None, False, None)
+_UNKNOWN_PRICE = Price(None, True, None)
+_LOCAL_PRICE = Price(0.0, False, SOURCE_LOCAL)
 
 
 def override_cost(
@@ -256,6 +262,33 @@ _Resolved: TypeAlias = "PriceOverride | _ModelInfo | _Marker"
 _MAX_RESOLVED = 4096
 
 
+class Priceable(Protocol):
+    """What pricing reads of a record: a RequestRecord, or its values as the writer has them."""
+
+    @property
+    def time(self) -> float: ...
+    @property
+    def provider(self) -> str | None: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def input_tokens(self) -> int | None: ...
+    @property
+    def output_tokens(self) -> int | None: ...
+    @property
+    def cache_read_tokens(self) -> int | None: ...
+    @property
+    def cache_write_tokens(self) -> int | None: ...
+    @property
+    def reasoning_tokens(self) -> int | None: ...
+    @property
+    def cost_usd(self) -> float | None: ...
+    @property
+    def unpriced(self) -> bool: ...
+    @property
+    def price_source(self) -> str | None: ...
+
+
 class Pricer:
     """Prices records. Thread-safe; the first call loads the price data (about half a second),
     so call `warm_up()` off the event loop (the history writer does, in its thread)."""
@@ -294,7 +327,7 @@ class Pricer:
         except Exception:  # pragma: no cover - defensive: pricing must never break history
             log.exception("could not load the bundled price data")
 
-    def price_record(self, rec: RequestRecord) -> Price:
+    def price_record(self, rec: Priceable) -> Price:
         """The record's cost. A record already priced (by `apply`, or with a cost reported by
         the upstream) keeps its price."""
         if rec.price_source is not None or rec.unpriced:
@@ -360,7 +393,7 @@ class Pricer:
         cr = max(0, cache_read_tokens or 0)
         cw = max(0, cache_write_tokens or 0)
         if not model:
-            return Price(None, True, None)
+            return _UNKNOWN_PRICE
         provider = provider or ""
         hour = int((time.time() if when is None else when) // 3600)
         # How a (provider, model) is priced is looked up once an hour: this runs on the event
@@ -375,9 +408,9 @@ class Pricer:
         if isinstance(how, PriceOverride):
             return Price(override_cost(how, inp, out, cr, cw), False, SOURCE_OVERRIDE)
         if how is _LOCAL:
-            return Price(0.0, False, SOURCE_LOCAL)
+            return _LOCAL_PRICE
         if how is _UNPRICED:
-            return Price(None, True, None)
+            return _UNKNOWN_PRICE
         assert isinstance(how, _ModelInfo)
         reasoning = min(out, max(0, reasoning_tokens or 0))
         return Price(self._cost(how, _Tokens(inp, out, cr, cw, reasoning)), False, library_source())

@@ -154,6 +154,8 @@ class HistoryFilter:
         if self.status is not None:
             parts.append("status = ?")
             params.append(self.status)
+            if not 200 <= self.status < 400:
+                parts.append("ok = 0")  # true anyway; lets SQLite use the errors index
         if self.client_api:
             parts.append("client_api = ?")
             params.append(self.client_api)

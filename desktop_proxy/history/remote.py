@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from desktop_proxy.config.models import HistorySettings
-from desktop_proxy.history.pipe import WORKER_ARG, Channel, receive, record_from, record_values
+from desktop_proxy.history.pipe import WORKER_ARG, Channel, receive
 from desktop_proxy.history.pricing import Pricer
-from desktop_proxy.history.record import RequestRecord
+from desktop_proxy.history.record import RequestRecord, as_record_values, plain_values
 from desktop_proxy.history.writer import HistoryWriter, StatusListener, WriterStatus
 
 log = logging.getLogger("desktop_proxy.history")
@@ -114,7 +114,7 @@ class HistoryWriterProcess:
                     self._warned_after_close = True
                     log.warning("history writer is closed: a request was not recorded")
                 return
-            self._items.append((next(self._counter), record_values(rec)))
+            self._items.append((next(self._counter), plain_values(rec)))
             if len(self._items) > self._max_buffer:
                 with self._cond:
                     while len(self._items) > self._max_buffer:
@@ -421,7 +421,7 @@ class HistoryWriterProcess:
             items = list(self._items)
             self._items.clear()
         if items:
-            local.record_many(record_from(values) for _, values in items)
+            local.record_many(as_record_values(values) for _, values in items)
 
     def _wait_for_close(self) -> None:
         deadline = time.monotonic() + self._close_timeout + 2.0

@@ -34,12 +34,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from desktop_proxy.history.pricing import Price
-from desktop_proxy.history.record import RequestRecord
+from desktop_proxy.history.record import RecordValues, RequestRecord, values_of
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 DB_FILENAME = "history.sqlite3"
 BODY_LIMIT = 256 * 1024  # bytes kept of each request/response body
@@ -50,6 +51,14 @@ BUSY_TIMEOUT_MS = 2000
 
 ConnectionFactory = Callable[[Path], sqlite3.Connection]
 
+# The sqlite3 module binds int, float, str and bytearray directly; anything else, None and bool
+# included, goes through its adapter lookup, which (Python 3.11) fails by formatting an
+# AttributeError message before binding the value as it is. That cost about 0.2 µs per NULL,
+# several µs per history row. A registered adapter is a dictionary hit instead.
+_none: Callable[[None], None] = cast(Callable[[None], None], {}.get)  # a C call returning None
+sqlite3.register_adapter(type(None), _none)
+sqlite3.register_adapter(bool, int)
+
 
 class HistoryError(Exception):
     """The history database cannot be used."""
@@ -59,35 +68,12 @@ class SchemaTooNewError(HistoryError):
     """The database was written by a newer desktop-proxy."""
 
 
-# Columns of `requests`, in insert order: RequestRecord's fields but the bodies.
-RECORD_COLUMNS: tuple[str, ...] = (
-    "id",
-    "time",
-    "client_api",
-    "path",
-    "client",
-    "session_id",
-    "access_key",
-    "requested_model",
-    "provider",
-    "model",
-    "upstream_key_id",
-    "status",
-    "ok",
-    "error",
-    "stream",
-    "ttfb_ms",
-    "duration_ms",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "usage_estimated",
-    "cost_usd",
-    "unpriced",
-    "price_source",
-)
+# Columns of `requests`, in insert order: RequestRecord's fields but the bodies, which come last.
+RECORD_COLUMNS: tuple[str, ...] = RecordValues._fields[:-2]
+if RecordValues._fields[-2:] != ("request_body", "response_body"):  # pragma: no cover
+    raise RuntimeError("the bodies must be RecordValues' last fields")
+_PRICE_AT = RECORD_COLUMNS.index("cost_usd")  # cost_usd, unpriced, price_source: the last three
+_ERROR_AT = RECORD_COLUMNS.index("error")
 BOOL_COLUMNS = frozenset({"ok", "stream", "usage_estimated", "unpriced"})
 
 _CREATE_V1: tuple[str, ...] = (
@@ -138,8 +124,17 @@ _CREATE_V1: tuple[str, ...] = (
     "CREATE INDEX requests_status_time ON requests (status, time)",
 )
 
+# Version 2: an index costs every insert about 1 µs (docs/performance.md, "History"). Errors
+# and statuses, which the window filters by, get one partial index that only failed requests
+# enter; a status filter scans by time.
+_ERRORS_INDEX_V2: tuple[str, ...] = (
+    "DROP INDEX IF EXISTS requests_ok_time",
+    "DROP INDEX IF EXISTS requests_status_time",
+    "CREATE INDEX requests_errors_time ON requests (time) WHERE ok = 0",
+)
+
 # MIGRATIONS[i] upgrades schema version i to i + 1.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_CREATE_V1,)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_CREATE_V1, _ERRORS_INDEX_V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -437,11 +432,12 @@ def redact_base64(text: str) -> str:
 # One pattern per literal prefix, which `re` finds with a fast substring search; a match must
 # not continue a word ("task-management-…" is not a key).
 _KEY_PREFIXES = ("sk-", "gsk_", "xai-", "AIza", "dp-")
+_BEARER_WORDS = ("Bearer", "bearer", "BEARER")
 _SECRET_SHAPES: tuple[tuple[str, re.Pattern[str]], ...] = (
     *((prefix, re.compile(re.escape(prefix) + r"[A-Za-z0-9_\-]{16,}")) for prefix in _KEY_PREFIXES),
     *(
-        (word, re.compile(word + r"\s+[A-Za-z0-9._~+/\-]{16,}=*"))
-        for word in ("Bearer", "bearer", "BEARER")
+        (word, re.compile(word + r"[ \t\n\r\f\v]+[A-Za-z0-9._~+/\-]{16,}=*"))
+        for word in _BEARER_WORDS
     ),
 )
 
@@ -471,17 +467,58 @@ def cap_text(text: str, limit: int = BODY_LIMIT) -> str:
     return kept + f"\n…[truncated: {len(data)} bytes in total, {limit} kept]"
 
 
+# Bodies are searched for key shapes and base64 payloads in one pass first: every one of them
+# lies in a run of at least 16 of these characters, and most bodies have few such runs (JSON
+# keys like "completion_tokens"), or none. Only a body where a run could be one gets the full
+# searches below, which cost microseconds per body even when they find nothing.
+_RUN_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=_-\\.~")
+_RUN_TABLE = bytes(0x61 if c in _RUN_CHARS else 0x20 for c in range(256))
+_RUN = b"a" * 16
+_KEY_RUN = 16 + min(len(p) for p in _KEY_PREFIXES)  # a key: its prefix and 16 more
+_KEY_PREFIXES_BYTES = tuple(p.encode() for p in _KEY_PREFIXES)
+_BEARER_WORDS_BYTES = tuple(w.encode() for w in _BEARER_WORDS)
+
+
+def _may_hold_secret_or_payload(data: bytes) -> bool:
+    """False only when neither `redact_base64_bytes` nor `mask_secrets` could change `data`."""
+    runs = data.translate(_RUN_TABLE)
+    start = runs.find(_RUN)
+    while start >= 0:
+        end = runs.find(b" ", start)
+        end = len(runs) if end < 0 else end
+        if end - start >= _MIN_PAYLOAD:
+            return True  # long enough to be a base64 value
+        if data.endswith(b";base64,", 0, start):
+            return True  # a data: URL's payload
+        if end - start >= _KEY_RUN:
+            run = data[start:end]
+            if any(prefix in run for prefix in _KEY_PREFIXES_BYTES):
+                return True
+        before = data[max(0, start - 64) : start].rstrip()
+        if before.endswith(_BEARER_WORDS_BYTES) or (not before and start > 64):
+            return True  # a bearer token (or so much white space that we cannot tell)
+        start = runs.find(_RUN, end)
+    return False
+
+
+def _unchanged(text: str) -> str:
+    return text
+
+
 def prepare_body(raw: bytes | str | None, limit: int = BODY_LIMIT) -> str | None:
     """A body as stored: text, base64 payloads replaced, key-shaped strings masked, size-capped."""
     if raw is None:
         return None
     data = bytes(raw) if isinstance(raw, bytes | bytearray) else str(raw).encode("utf-8", "replace")
-    data = redact_base64_bytes(data)
+    mask = _unchanged
+    if _may_hold_secret_or_payload(data):
+        data = redact_base64_bytes(data)
+        mask = mask_secrets
     if len(data) <= limit:
-        return mask_secrets(data.decode("utf-8", "replace"))
+        return mask(data.decode("utf-8", "replace"))
     # Only what is kept gets decoded and masked (with a margin, so a key cut at the limit
     # is still recognised).
-    head = mask_secrets(data[: limit + 512].decode("utf-8", "ignore"))
+    head = mask(data[: limit + 512].decode("utf-8", "ignore"))
     kept = head.encode("utf-8", "surrogatepass")[:limit].decode("utf-8", "ignore")
     return kept + f"\n…[truncated: {len(data)} bytes in total, {limit} kept]"
 
@@ -505,12 +542,17 @@ class Row:
     def without_bodies(self) -> Row:
         return Row(self.values)
 
+    def sanitized(self) -> Row:
+        """The same row with every value turned into what its column expects."""
+        values = tuple(fix(value) for fix, value in zip(_FIXES, self.values, strict=True))
+        return Row(values, _text(self.request_body), _text(self.response_body))
+
 
 def _int_or_none(value: object) -> int | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
+        return value if -(2**63) <= value < 2**63 else None
     if isinstance(value, float) and math.isfinite(value):
         return int(value)
     return None
@@ -528,46 +570,65 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else str(value)
 
 
+def _time_or_now(value: object) -> float:
+    return _float_or_none(value) or time.time()
+
+
+def _flag(value: object) -> int:
+    return 1 if value else 0
+
+
+def _fix_for(column: str) -> Callable[[Any], Any]:
+    if column == "time":
+        return _time_or_now
+    if column in ("id", "client_api", "path"):
+        return lambda v: _text(v) or ""
+    if column == "status":
+        return lambda v: _int_or_none(v) or 0
+    if column == "error":
+        return lambda v: None if v is None else mask_secrets(str(v))
+    if column in BOOL_COLUMNS:
+        return _flag
+    if column.endswith("_tokens"):
+        return _int_or_none
+    if column.endswith("_ms") or column == "cost_usd":
+        return _float_or_none
+    return _text
+
+
+_FIXES: tuple[Callable[[Any], Any], ...] = tuple(_fix_for(c) for c in RECORD_COLUMNS)
+# SQLite would store an infinite float as it is (and NaN as NULL, so a NaN time would lose the
+# row), and JSON cannot carry one: the only odd values it does not refuse by itself.
+_FLOATS_AT = tuple(i for i, fix in enumerate(_FIXES) if fix in (_float_or_none, _time_or_now))
+
+
+def _odd_floats(values: tuple[Any, ...]) -> bool:
+    for i in _FLOATS_AT:
+        value = values[i]
+        if value.__class__ is float and not math.isfinite(value):
+            return True
+    return False
+
+
 def record_to_row(
-    rec: RequestRecord, price: Price, *, store_bodies: bool, body_limit: int = BODY_LIMIT
+    rec: RequestRecord | RecordValues,
+    price: Price,
+    *,
+    store_bodies: bool,
+    body_limit: int = BODY_LIMIT,
 ) -> Row:
-    """Convert a finished record; robust to odd values (it must never lose the record)."""
-    error = _text(rec.error)
-    values = (
-        str(rec.id),
-        _float_or_none(rec.time) or time.time(),
-        _text(rec.client_api) or "",
-        _text(rec.path) or "",
-        _text(rec.client),
-        _text(rec.session_id),
-        _text(rec.access_key),
-        _text(rec.requested_model),
-        _text(rec.provider),
-        _text(rec.model),
-        _text(rec.upstream_key_id),
-        _int_or_none(rec.status) or 0,
-        1 if rec.ok else 0,
-        mask_secrets(error) if error else error,
-        1 if rec.stream else 0,
-        _float_or_none(rec.ttfb_ms),
-        _float_or_none(rec.duration_ms),
-        _int_or_none(rec.input_tokens),
-        _int_or_none(rec.output_tokens),
-        _int_or_none(rec.cache_read_tokens),
-        _int_or_none(rec.cache_write_tokens),
-        _int_or_none(rec.reasoning_tokens),
-        1 if rec.usage_estimated else 0,
-        _float_or_none(price.cost_usd),
-        1 if price.unpriced else 0,
-        price.source,
-    )
-    if not store_bodies:
-        return Row(values)
-    return Row(
-        values,
-        prepare_body(rec.request_body, body_limit),
-        prepare_body(rec.response_body, body_limit),
-    )
+    """Convert a finished record, priced. Values are taken as they are: the records come from
+    our own code, and `insert_rows` falls back to `Row.sanitized` for a value SQLite refuses."""
+    values = values_of(rec)
+    head = values[:_PRICE_AT]
+    if values.error:
+        head = (*head[:_ERROR_AT], mask_secrets(str(values.error)), *head[_ERROR_AT + 1 :])
+    row_values = (*head, price.cost_usd, 1 if price.unpriced else 0, price.source)
+    row = Row(row_values)
+    if store_bodies:
+        row.request_body = prepare_body(values.request_body, body_limit)
+        row.response_body = prepare_body(values.response_body, body_limit)
+    return row.sanitized() if _odd_floats(row_values) else row
 
 
 # Rows go in as multi-row INSERTs, a few statements per batch, not one executemany step per
@@ -590,6 +651,13 @@ def _insert_sql(rows: int) -> str:
 
 @functools.lru_cache(maxsize=len(_STATEMENT_ROWS))
 def _insert_bodies_sql(rows: int) -> str:
+    return "INSERT OR REPLACE INTO bodies (rid, request_body, response_body) VALUES " + ", ".join(
+        "(?, ?, ?)" for _ in range(rows)
+    )
+
+
+@functools.lru_cache(maxsize=len(_STATEMENT_ROWS))
+def _insert_bodies_by_id_sql(rows: int) -> str:
     # Bodies attach to the request's rowid, looked up by id in the same statement.
     return (
         "INSERT OR REPLACE INTO bodies (rid, request_body, response_body) "
@@ -599,13 +667,56 @@ def _insert_bodies_sql(rows: int) -> str:
     )
 
 
-def _chunks(rows: Sequence[Row]) -> Iterator[Sequence[Row]]:
-    """`rows` cut into pieces of the sizes in _STATEMENT_ROWS, largest first."""
+def _chunks(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
+    """`items` cut into pieces of the sizes in _STATEMENT_ROWS, largest first."""
     start = 0
     for size in _STATEMENT_ROWS:
-        while len(rows) - start >= size:
-            yield rows[start : start + size]
+        while len(items) - start >= size:
+            yield items[start : start + size]
             start += size
+
+
+def _has_bodies(row: Row) -> bool:
+    return row.request_body is not None or row.response_body is not None
+
+
+def _max_rid(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT max(rid) FROM requests").fetchone()[0] or 0)
+
+
+def _insert_new(conn: sqlite3.Connection, rows: Sequence[Row]) -> bool:
+    """The common case: every row is new and SQLite takes the values as they are. The rows get
+    consecutive rowids after the largest (SQLite's rule; we hold the write lock), so bodies go
+    in by rowid without looking each request up by id. False, with possibly some rows inserted,
+    when that did not hold: `_insert_careful` finishes the job."""
+    first = _max_rid(conn) + 1
+    before = conn.total_changes
+    for chunk in _chunks(rows):
+        conn.execute(_insert_sql(len(chunk)), [value for row in chunk for value in row.values])
+    if conn.total_changes - before != len(rows) or _max_rid(conn) != first + len(rows) - 1:
+        return False  # some id was stored already (a batch sent again), or a row was refused
+    with_bodies = [(rid, row) for rid, row in enumerate(rows, first) if _has_bodies(row)]
+    for piece in _chunks(with_bodies):
+        params: list[Any] = []
+        for rid, row in piece:
+            params += (rid, row.request_body, row.response_body)
+        conn.execute(_insert_bodies_sql(len(piece)), params)
+    return True
+
+
+def _insert_careful(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
+    """Rows already stored are skipped (by id); bodies find their request by id."""
+    for chunk in _chunks(rows):
+        conn.execute(_insert_sql(len(chunk)), [value for row in chunk for value in row.values])
+    for chunk in _chunks([row for row in rows if _has_bodies(row)]):
+        params: list[Any] = []
+        for row in chunk:
+            params += (row.values[0], row.request_body, row.response_body)
+        conn.execute(_insert_bodies_by_id_sql(len(chunk)), params)
+
+
+# What sqlite3 raises for a value it cannot bind (a type it does not know, an int beyond 64 bits).
+_UNBINDABLE = (sqlite3.InterfaceError, sqlite3.ProgrammingError, OverflowError)
 
 
 def insert_rows(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
@@ -614,14 +725,12 @@ def insert_rows(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for chunk in _chunks(rows):
-            conn.execute(_insert_sql(len(chunk)), [value for row in chunk for value in row.values])
-        with_bodies = [r for r in rows if r.request_body is not None or r.response_body is not None]
-        for chunk in _chunks(with_bodies):
-            params: list[Any] = []
-            for r in chunk:
-                params += (r.values[0], r.request_body, r.response_body)
-            conn.execute(_insert_bodies_sql(len(chunk)), params)
+        try:
+            done = _insert_new(conn, rows)
+        except _UNBINDABLE:
+            done = False
+        if not done:
+            _insert_careful(conn, [row.sanitized() for row in rows])
         conn.execute("COMMIT")
     except BaseException:
         _rollback(conn)

@@ -16,7 +16,8 @@ import threading
 from pathlib import Path
 from typing import IO
 
-from desktop_proxy.history.pipe import Channel, receive, record_from
+from desktop_proxy.history.pipe import Channel, receive
+from desktop_proxy.history.record import as_record_values
 from desktop_proxy.history.writer import HistoryWriter, WriterStatus
 
 CLOSE_TIMEOUT = 10.0
@@ -90,7 +91,7 @@ def main(stdin: IO[bytes] | None = None, stdout: IO[bytes] | None = None) -> int
         kind = message[0]
         if kind == "records" and message[1]:
             batch = message[1]
-            last = writer.record_many(record_from(values) for _, values in batch)
+            last = writer.record_many(as_record_values(values) for _, values in batch)
             acks.add(last, batch[-1][0])  # acknowledged per message, once all of it is stored
         elif kind == "flush":
             writer.flush(CLOSE_TIMEOUT)

@@ -37,7 +37,7 @@ from typing import Literal
 
 from desktop_proxy.config.models import HistorySettings
 from desktop_proxy.history.pricing import Price, Pricer
-from desktop_proxy.history.record import RequestRecord
+from desktop_proxy.history.record import RecordValues, RequestRecord, values_of
 from desktop_proxy.history.store import (
     BODY_LIMIT,
     BUSY_TIMEOUT_MS,
@@ -87,7 +87,7 @@ StatusListener = Callable[[WriterStatus], None]
 @dataclass(slots=True)
 class _Item:
     seq: int
-    record: RequestRecord | None = None
+    record: RequestRecord | RecordValues | None = None
     row: Row | None = None
 
 
@@ -163,7 +163,7 @@ class HistoryWriter:
         """Accept a finished record for writing. Non-blocking, thread-safe, never raises."""
         self.record_many((rec,))
 
-    def record_many(self, recs: Iterable[RequestRecord]) -> int:
+    def record_many(self, recs: Iterable[RequestRecord | RecordValues]) -> int:
         """Accept several records under one lock (the writer process gets them in batches).
         Returns `accepted`, the seq of the last record accepted. Never raises."""
         try:
@@ -479,8 +479,8 @@ class HistoryWriter:
                 conn.close()
 
     def _prepare(self, item: _Item, config: _Config) -> Row:
-        rec = item.record
-        assert rec is not None
+        assert item.record is not None
+        rec = values_of(item.record)
         try:
             price = config.pricer.price_record(rec) if config.pricer is not None else None
         except Exception:

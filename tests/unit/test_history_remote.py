@@ -16,8 +16,9 @@ import pytest
 
 from desktop_proxy.config.models import HistorySettings, ProviderConfig
 from desktop_proxy.history import remote
-from desktop_proxy.history.pipe import Channel, receive, record_values
+from desktop_proxy.history.pipe import Channel, receive
 from desktop_proxy.history.pricing import Pricer
+from desktop_proxy.history.record import plain_values
 from desktop_proxy.history.remote import HistoryWriterProcess, worker_command
 from desktop_proxy.history.store import open_db
 from tests.unit.history_helpers import make_record, pricer, wait_for
@@ -122,7 +123,7 @@ def test_the_writer_process_outlives_ctrl_c_and_stores_what_it_has_when_the_gate
     channel = Channel(child.stdin)
     channel.send(("open", str(db), HistorySettings(), pricer()))
     records = [make_record() for _ in range(20)]
-    channel.send(("records", [(n + 1, record_values(r)) for n, r in enumerate(records)]))
+    channel.send(("records", [(n + 1, plain_values(r)) for n, r in enumerate(records)]))
     if sys.platform != "win32":
         time.sleep(0.5)  # let it install its handlers
         os.kill(child.pid, signal.SIGINT)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import os
+import random
 import sqlite3
 import stat
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from desktop_proxy.history.pricing import Price
+from desktop_proxy.history.query import HistoryFilter
 from desktop_proxy.history.record import RequestRecord
 from desktop_proxy.history.store import (
     BODY_LIMIT,
@@ -20,6 +22,7 @@ from desktop_proxy.history.store import (
     RECORD_COLUMNS,
     SCHEMA_VERSION,
     SchemaTooNewError,
+    _may_hold_secret_or_payload,
     apply_retention,
     cap_text,
     clear_all,
@@ -32,6 +35,7 @@ from desktop_proxy.history.store import (
     quick_check,
     record_to_row,
     redact_base64,
+    redact_base64_bytes,
     row_count,
     used_bytes,
 )
@@ -77,20 +81,43 @@ def test_wal_version_and_indexes(tmp_path: Path) -> None:
     assert {
         "requests_time",
         "requests_model_time",
+        "requests_requested_model_time",
         "requests_provider_time",
-        "requests_ok_time",
-        "requests_status_time",
+        "requests_errors_time",
     } <= indexes
-    plan = " ".join(
-        str(r[-1])
-        for r in conn.execute(
-            "EXPLAIN QUERY PLAN SELECT * FROM requests WHERE model = ? ORDER BY time DESC LIMIT 10",
-            ("x",),
-        )
-    )
-    assert "requests_model_time" in plan
+
+    def plan(where: str, *params: object) -> str:
+        sql = f"EXPLAIN QUERY PLAN SELECT * FROM requests WHERE {where} ORDER BY time DESC LIMIT 10"
+        return " ".join(str(r[-1]) for r in conn.execute(sql, params))
+
+    assert "requests_model_time" in plan("model = ?", "x")
+    errors, params = HistoryFilter(errors_only=True).where()
+    assert "requests_errors_time" in plan(errors, *params)
+    status, params = HistoryFilter(status=429).where()
+    assert "requests_errors_time" in plan(status, *params)
     if os.name == "posix":
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
+    """Version 2 replaced the ok and status indexes by one partial index of failed requests."""
+    path = tmp_path / "h.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    insert(conn, make_record(), make_record(status=500, error="boom"))
+    conn.close()
+    conn = open_db(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert "requests_errors_time" in indexes
+    assert not indexes & {"requests_ok_time", "requests_status_time"}
+    assert row_count(conn) == 2
+    where, params = HistoryFilter(errors_only=True).where()
+    assert conn.execute(f"SELECT error FROM requests WHERE {where}", params).fetchall() == [
+        ("boom",)
+    ]
 
 
 def test_reopen_is_a_no_op_and_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -113,6 +140,35 @@ def test_insert_is_idempotent_by_id(tmp_path: Path) -> None:
     insert(conn, rec)
     insert(conn, rec, make_record())
     assert row_count(conn) == 2
+
+
+def test_a_batch_sent_again_keeps_each_body_with_its_request(tmp_path: Path) -> None:
+    """Bodies normally go in by the rowids the new requests got; when part of a batch was
+    stored before (a writer process restarted before saying so), they find them by id."""
+    conn = open_db(tmp_path / "h.sqlite3")
+    first = [make_record(request_body=b'{"n": %d}' % n) for n in range(5)]
+    insert(conn, *first[:2], bodies=True)
+    insert(conn, *first, make_record(request_body=b'{"n": 5}'), bodies=True)
+    rows = conn.execute(
+        "SELECT b.request_body FROM requests r JOIN bodies b ON b.rid = r.rid ORDER BY r.time"
+    ).fetchall()
+    assert [r[0] for r in rows] == [f'{{"n": {n}}}' for n in range(6)]
+    assert conn.execute("SELECT count(*) FROM bodies").fetchone()[0] == 6
+
+
+def test_a_value_sqlite_cannot_take_does_not_lose_the_batch(tmp_path: Path) -> None:
+    conn = open_db(tmp_path / "h.sqlite3")
+    odd = make_record(request_body=b'{"odd": true}')
+    odd.client = {"not": "text"}  # type: ignore[assignment]
+    odd.input_tokens = 2**70  # beyond SQLite's integers
+    insert(conn, make_record(request_body=b'{"a": 1}'), odd, bodies=True)
+    assert row_count(conn) == 2
+    row = conn.execute(
+        "SELECT r.client, r.input_tokens, b.request_body FROM requests r "
+        "JOIN bodies b ON b.rid = r.rid WHERE r.id = ?",
+        (odd.id,),
+    ).fetchone()
+    assert row == ("{'not': 'text'}", None, '{"odd": true}')
 
 
 def test_values_round_trip(tmp_path: Path) -> None:
@@ -238,6 +294,54 @@ def test_secret_shaped_strings_are_masked() -> None:
     assert "sk-[redacted]" in out and "Bearer [redacted]" in out
     assert "task-management-system-document" in out
     assert "risk-assessment-framework-x" in out
+
+
+def _full_pass(body: bytes) -> str:
+    """What prepare_body stores when it runs every search (bodies under the size cap)."""
+    return mask_secrets(redact_base64_bytes(body).decode("utf-8", "replace"))
+
+
+def test_the_quick_look_at_a_body_never_skips_what_the_full_searches_would_change() -> None:
+    """prepare_body skips the searches for bodies with no run that could be a key or a payload;
+    on thousands of bodies mixing keys, tokens, data: URLs, base64 values, long JSON names and
+    non-ASCII text, what it stores is exactly what the full searches give."""
+    png = base64.b64encode(bytes(300)).decode()
+    pieces = [
+        '{"id":"chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT"',
+        '"usage":{"prompt_tokens":9,"completion_tokens":12,"cache_creation_input_tokens":0}',
+        '"content":"Say hello"',
+        "sk-ant-api03-abcdefghijklmnopqrstuvwx",
+        "gsk_ABCDEFGHIJKLMNOPQRSTUV",
+        "xai-0123456789abcdefghij",
+        "AIzaSyA1234567890abcdefghij",
+        "dp-live_0123456789abcdef",
+        "task-management-system-document",
+        "Bearer",
+        "BEARER",
+        "bearer",
+        "abcdefghijklmnopqrstuvwxyz012345==",
+        "data:image/png;base64," + png,
+        "data:image/gif;base64,R0lGODlhAQABAAAAACw=",  # shorter than a base64 value
+        '"data":"' + png + '"',
+        '"b64_json":"' + png[:80] + '"',
+        "/v1/chat/completions/and/a/long/path",
+        "naïve café ünïcödé 日本語",
+        "msg_01XFDUDYJgAACzvnptvVoYEL",
+        "x" * 70,
+        "y" * 15,
+    ]
+    separators = [" ", "  ", "\n", "\t", '"', ":", ",", "", "\u00a0", "=", "\\"]
+    rng = random.Random(20261122)
+    skipped = 0
+    for _ in range(3000):
+        parts = [rng.choice(pieces) for _ in range(rng.randint(1, 6))]
+        body = "".join(p + rng.choice(separators) for p in parts).encode()
+        prepared = prepare_body(body)
+        assert prepared == _full_pass(body), body
+        skipped += not _may_hold_secret_or_payload(body)
+    long_space = b"Bearer" + b" " * 100 + b"abcdefghijklmnopqrstuvwxyz012345"
+    assert prepare_body(long_space) == _full_pass(long_space) != long_space.decode()
+    assert skipped > 300  # and the quick look did let ordinary bodies through
 
 
 def test_bodies_are_capped() -> None:
