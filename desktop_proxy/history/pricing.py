@@ -38,11 +38,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from desktop_proxy.config.models import AppConfig, PriceOverride, ProviderConfig
 from desktop_proxy.config.presets import get_preset
-from desktop_proxy.history.record import RequestRecord
+from desktop_proxy.history.record import RecordValues, RequestRecord
 
 if TYPE_CHECKING:
     from genai_prices import Usage
@@ -262,33 +262,6 @@ _Resolved: TypeAlias = "PriceOverride | _ModelInfo | _Marker"
 _MAX_RESOLVED = 4096
 
 
-class Priceable(Protocol):
-    """What pricing reads of a record: a RequestRecord, or its values as the writer has them."""
-
-    @property
-    def time(self) -> float: ...
-    @property
-    def provider(self) -> str | None: ...
-    @property
-    def model(self) -> str | None: ...
-    @property
-    def input_tokens(self) -> int | None: ...
-    @property
-    def output_tokens(self) -> int | None: ...
-    @property
-    def cache_read_tokens(self) -> int | None: ...
-    @property
-    def cache_write_tokens(self) -> int | None: ...
-    @property
-    def reasoning_tokens(self) -> int | None: ...
-    @property
-    def cost_usd(self) -> float | None: ...
-    @property
-    def unpriced(self) -> bool: ...
-    @property
-    def price_source(self) -> str | None: ...
-
-
 class Pricer:
     """Prices records. Thread-safe; the first call loads the price data (about half a second),
     so call `warm_up()` off the event loop (the history writer does, in its thread)."""
@@ -327,7 +300,7 @@ class Pricer:
         except Exception:  # pragma: no cover - defensive: pricing must never break history
             log.exception("could not load the bundled price data")
 
-    def price_record(self, rec: Priceable) -> Price:
+    def price_record(self, rec: RequestRecord | RecordValues) -> Price:
         """The record's cost. A record already priced (by `apply`, or with a cost reported by
         the upstream) keeps its price."""
         if rec.price_source is not None or rec.unpriced:
