@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 from desktop_proxy.config.models import AppConfig, PriceOverride, ProviderConfig
 from desktop_proxy.config.presets import get_preset
@@ -79,6 +79,7 @@ SOURCE_RECORD = "record"
 
 
 @functools.cache
+@functools.cache
 def library_source() -> str:
     """'genai-prices X.Y.Z': the price source stored with each priced request."""
     try:
@@ -88,8 +89,7 @@ def library_source() -> str:
     return f"genai-prices {__version__}"
 
 
-@dataclass(frozen=True, slots=True)
-class Price:
+class Price(NamedTuple):
     """The cost of one request.
 
     `cost_usd` is None when nothing could be priced: either there was no usage at all
@@ -106,7 +106,7 @@ class Price:
         return _NO_PRICE
 
 
-# Shared: most records get one of these, and a frozen dataclass is slow to construct.
+# Shared: most records get one of these.
 _NO_PRICE = Price(None, False, None)
 _UNKNOWN_PRICE = Price(None, True, None)
 _LOCAL_PRICE = Price(0.0, False, SOURCE_LOCAL)
@@ -146,8 +146,7 @@ def _clean_model(model: str) -> str:
     return model.removeprefix("models/")
 
 
-@dataclass(frozen=True, slots=True)
-class _Tokens:
+class _Tokens(NamedTuple):
     """Token counts in our (Anthropic) semantics: `inp` excludes the cache buckets; `out`
     includes `reasoning`."""
 
@@ -360,11 +359,7 @@ class Pricer:
             and cache_read_tokens is None
             and cache_write_tokens is None
         ):
-            return Price.none()
-        inp = max(0, input_tokens or 0)
-        out = max(0, output_tokens or 0)
-        cr = max(0, cache_read_tokens or 0)
-        cw = max(0, cache_write_tokens or 0)
+            return _NO_PRICE
         if not model:
             return _UNKNOWN_PRICE
         provider = provider or ""
@@ -378,12 +373,16 @@ class Pricer:
             if len(self._how) >= _MAX_RESOLVED:
                 self._how.clear()
             self._how[key] = how
-        if isinstance(how, PriceOverride):
-            return Price(override_cost(how, inp, out, cr, cw), False, SOURCE_OVERRIDE)
-        if how is _LOCAL:
-            return _LOCAL_PRICE
         if how is _UNPRICED:
             return _UNKNOWN_PRICE
+        if how is _LOCAL:
+            return _LOCAL_PRICE
+        inp = max(0, input_tokens or 0)
+        out = max(0, output_tokens or 0)
+        cr = max(0, cache_read_tokens or 0)
+        cw = max(0, cache_write_tokens or 0)
+        if isinstance(how, PriceOverride):
+            return Price(override_cost(how, inp, out, cr, cw), False, SOURCE_OVERRIDE)
         assert isinstance(how, _ModelInfo)
         reasoning = min(out, max(0, reasoning_tokens or 0))
         return Price(self._cost(how, _Tokens(inp, out, cr, cw, reasoning)), False, library_source())
@@ -414,13 +413,19 @@ class Pricer:
         return None
 
     def _cost(self, info: _ModelInfo, tokens: _Tokens) -> float:
-        with self._lock:
-            if not info.linear or tokens.total_input == 0:
+        total_input = tokens.total_input
+        if not info.linear or total_input == 0:
+            with self._lock:
                 return float(_calc(info, tokens))
-            bracket = sum(tokens.total_input > start for start in info.tier_starts)
-            rates = info.rates.get(bracket)
-            if rates is None:
-                rates = info.rates[bracket] = _derive_rates(info, tokens.total_input)
+        starts = info.tier_starts
+        bracket = sum(total_input > start for start in starts) if starts else 0
+        # Read without the lock: a bracket's rates are written once, then only read.
+        rates = info.rates.get(bracket)
+        if rates is None:
+            with self._lock:
+                rates = info.rates.get(bracket)
+                if rates is None:
+                    rates = info.rates[bracket] = _derive_rates(info, total_input)
         return rates.cost(tokens)
 
     @staticmethod

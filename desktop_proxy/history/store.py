@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import logging
 import math
 import os
@@ -676,6 +677,10 @@ def _chunks(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
             start += size
 
 
+def _flat_values(rows: Sequence[Row]) -> list[Any]:
+    return list(itertools.chain.from_iterable([row.values for row in rows]))
+
+
 def _has_bodies(row: Row) -> bool:
     return row.request_body is not None or row.response_body is not None
 
@@ -692,7 +697,7 @@ def _insert_new(conn: sqlite3.Connection, rows: Sequence[Row]) -> bool:
     first = _max_rid(conn) + 1
     before = conn.total_changes
     for chunk in _chunks(rows):
-        conn.execute(_insert_sql(len(chunk)), [value for row in chunk for value in row.values])
+        conn.execute(_insert_sql(len(chunk)), _flat_values(chunk))
     if conn.total_changes - before != len(rows) or _max_rid(conn) != first + len(rows) - 1:
         return False  # some id was stored already (a batch sent again), or a row was refused
     with_bodies = [(rid, row) for rid, row in enumerate(rows, first) if _has_bodies(row)]
@@ -707,7 +712,7 @@ def _insert_new(conn: sqlite3.Connection, rows: Sequence[Row]) -> bool:
 def _insert_careful(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
     """Rows already stored are skipped (by id); bodies find their request by id."""
     for chunk in _chunks(rows):
-        conn.execute(_insert_sql(len(chunk)), [value for row in chunk for value in row.values])
+        conn.execute(_insert_sql(len(chunk)), _flat_values(chunk))
     for chunk in _chunks([row for row in rows if _has_bodies(row)]):
         params: list[Any] = []
         for row in chunk:
