@@ -57,6 +57,7 @@ class Settings:
     delay_ms: float
     loadgen: str  # "wrk" or "python"
     history: str  # "auto", "on", "off"
+    history_rounds: int  # paired rounds of history off/on per concurrency, for the verdict
     concurrencies: tuple[int, ...]
     peer_row: bool
     floor: bool
@@ -232,13 +233,14 @@ class Bench:
         targets: list[Target],
         measure: Callable[[Target], Metrics],
         warmup: Callable[[Target], Metrics] | None,
+        rounds: int | None = None,
     ) -> None:
         print(f"  {name} ...", end="", flush=True)
         t0 = time.monotonic()
         if warmup is not None:
             for target in targets:
                 warmup(target)
-        for r in range(self.s.rounds):
+        for r in range(self.s.rounds if rounds is None else rounds):
             # Alternate the order so no target always runs first (or right after a warm-up).
             order = targets[r % len(targets) :] + targets[: r % len(targets)]
             for target in order:
@@ -304,6 +306,20 @@ class Bench:
             self.scenario(run, f"stream-c{c}", targets, loader(True, c, s.seconds), warmup(True, c))
         if s.peer_row:
             self.scenario(run, "hey-n300-c10", targets, self.hey, None)
+        if history_target is not None and s.history_rounds > 0:
+            # The verdict's own measurement: many short rounds of just the two gateways, each
+            # pair run back to back, so that drift in the machine's speed (other load, time
+            # the hypervisor takes) hits both halves of a pair alike.
+            pair = [next(t for t in targets if t.name == report.GATEWAY), history_target]
+            for c in s.concurrencies:
+                self.scenario(
+                    run,
+                    f"history-c{c}",
+                    pair,
+                    loader(False, c, s.seconds),
+                    None,
+                    rounds=s.history_rounds,
+                )
         return run
 
 
@@ -389,6 +405,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also measure a bare proxy on the gateway's HTTP stack, its floor "
         "(default: on, off with --quick)",
     )
+    parser.add_argument(
+        "--history-rounds",
+        type=int,
+        help="paired rounds (history off, then on, or the reverse) per concurrency for the "
+        "history verdict (default 10; quick 2; 0: judge from the chat scenarios)",
+    )
     parser.add_argument("--chunks", type=int, default=50, help="content chunks per stream")
     parser.add_argument(
         "--delay-ms", type=float, default=2.0, help="upstream pause between stream chunks"
@@ -427,6 +449,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         delay_ms=args.delay_ms,
         loadgen=tool,
         history=args.history,
+        history_rounds=(2 if quick else 10) if args.history_rounds is None else args.history_rounds,
         concurrencies=(10,) if quick else (10, 50),
         peer_row=peer_row,
         floor=(not quick) if args.floor is None else args.floor,

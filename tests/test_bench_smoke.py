@@ -18,7 +18,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def test_bench_quick_run_prints_the_table() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--no-write"],
+        [sys.executable, "-m", "bench", "--quick", "--no-write", "--history", "on"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -36,6 +36,9 @@ def test_bench_quick_run_prints_the_table() -> None:
     assert "against the tests' fake upstream (the issue's reference): c=10:" in out
     assert "against the minimal bench upstream (stricter): c=10:" in out
     assert "stream chunks relayed without batching" in out
+    # History on vs off, judged from rounds that pair the two gateways back to back.
+    assert "history on costs ≤ 10% of throughput" in out
+    assert "median of 2 paired rounds" in out
 
 
 def test_tests_fake_upstream_runner_answers_the_bench_request(tmp_path: Path) -> None:
