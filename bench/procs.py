@@ -127,10 +127,15 @@ def _tree_cpu_seconds(pid: int) -> float | None:
         return None
     fields = stat[stat.rindex(")") + 2 :].split()
     total = (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    # Each thread lists the children it started: the gateway starts its history writer from a
+    # worker thread, so the main thread's list alone would miss it.
+    children: list[str] = []
     try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):  # a thread that just ended
+                children += (task / "children").read_text().split()
     except OSError:
-        children = []
+        pass
     for child in children:
         total += _tree_cpu_seconds(int(child)) or 0.0
     return total

@@ -1,9 +1,19 @@
 """The bench's history verdict: judged from paired rounds, so that a slow patch of the machine
-during one gateway's runs does not decide it. Synthetic figures: nothing is measured here."""
+during one gateway's runs does not decide it (synthetic figures), with the history writer
+process's CPU counted."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
 from bench import report
+from bench.procs import _tree_cpu_seconds
 from bench.runner import Run, Settings
 
 
@@ -59,3 +69,37 @@ def test_without_paired_rounds_the_chat_scenario_decides() -> None:
     verdict = report.history_verdict(run)
     assert verdict.verdict == "FAIL"
     assert "c=10: 4,000 vs 5,000 req/s = +20% cost" in verdict.figure
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads Linux's /proc")
+def test_cpu_of_a_child_started_from_a_worker_thread_is_counted() -> None:
+    """The gateway starts its history writer from a worker thread; the writer's CPU is part
+    of what history costs, so the bench must find it under that thread, not only the main."""
+    busy_child = (
+        "import time\n"
+        "while time.process_time() < 0.4: pass\n"
+        "print('done', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    parent = (
+        "import subprocess, sys, threading\n"
+        f"code = {busy_child!r}\n"
+        # The thread lives on (like an executor's): its children stay its own.
+        "t = threading.Thread(target=lambda: subprocess.Popen("
+        "[sys.executable, '-c', code], stdout=sys.stdout).wait())\n"
+        "t.start(); t.join()\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "done"
+        seconds = _tree_cpu_seconds(proc.pid)
+        assert seconds is not None and seconds >= 0.4
+    finally:
+        for pid in Path(f"/proc/{proc.pid}/task").glob("*/children"):
+            for child in pid.read_text().split():
+                os.kill(int(child), signal.SIGKILL)
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
