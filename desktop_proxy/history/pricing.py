@@ -79,7 +79,6 @@ SOURCE_RECORD = "record"
 
 
 @functools.cache
-@functools.cache
 def library_source() -> str:
     """'genai-prices X.Y.Z': the price source stored with each priced request."""
     try:
