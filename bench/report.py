@@ -282,11 +282,7 @@ def history_verdict(run: Run) -> Verdict:
     figures = []
     ok = True
     for c in run.settings.concurrencies:
-        scenario = f"history-c{c}"
-        costs = paired_costs(run, scenario)
-        if not costs:  # no paired phase (--history-rounds 0): the chat scenario's medians
-            scenario = f"chat-c{c}"
-        off, on = run.median(scenario, GATEWAY, "rps"), run.median(scenario, HISTORY, "rps")
+        costs = paired_costs(run, f"history-c{c}")
         if costs:
             cost = statistics.median(costs)
             low, high = (
@@ -294,16 +290,22 @@ def history_verdict(run: Run) -> Verdict:
                 if len(costs) > 1
                 else (cost, cost)
             )
+            off = run.median(f"history-c{c}", GATEWAY, "rps") or 0.0
+            on = run.median(f"history-c{c}", HISTORY, "rps") or 0.0
             figures.append(
                 f"c={c}: {cost * 100:+.0f}% cost, median of {len(costs)} paired rounds "
                 f"(middle half {low * 100:+.0f}% to {high * 100:+.0f}%; "
-                f"{on or 0:,.0f} vs {off or 0:,.0f} req/s)"
+                f"{on:,.0f} vs {off:,.0f} req/s)"
             )
-        elif off and on:
-            cost = 1 - on / off
-            figures.append(f"c={c}: {on:,.0f} vs {off:,.0f} req/s = {cost * 100:+.0f}% cost")
-        else:
-            continue
+        else:  # no paired phase (--history-rounds 0): the chat scenario's medians
+            chat_off = run.median(f"chat-c{c}", GATEWAY, "rps")
+            chat_on = run.median(f"chat-c{c}", HISTORY, "rps")
+            if not (chat_off and chat_on):
+                continue
+            cost = 1 - chat_on / chat_off
+            figures.append(
+                f"c={c}: {chat_on:,.0f} vs {chat_off:,.0f} req/s = {cost * 100:+.0f}% cost"
+            )
         ok = ok and cost <= MAX_HISTORY_COST
     d_on = run.median("chat-c1", HISTORY, "p50")
     d_off = run.median("chat-c1", GATEWAY, "p50")
