@@ -8,6 +8,8 @@ carried: same-protocol traffic takes the passthrough path and never comes here.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import re
@@ -131,6 +133,32 @@ def anthropic_tool_id(tool_call_id: str) -> str:
     digest = hashlib.sha256(tool_call_id.encode()).hexdigest()[:8]
     cleaned = _TOOL_ID_BAD_CHARS.sub("_", tool_call_id)
     return f"{cleaned}_{digest}" if cleaned else f"toolu_{digest}"
+
+
+# A tool call's provider extras (Gemini's thought signature, P12) must come back with the call
+# in the next request, but Claude Code keeps only a tool_use's id, name and input. So the extras
+# ride in the id, after this marker, as base64url JSON: the id stays within Anthropic's
+# `^[a-zA-Z0-9_-]+$`, survives a gateway restart, and tool_use and tool_result decode alike.
+_EXTRA_MARK = "__dpx_"
+
+
+def tool_id_with_extra(tool_id: str, extra: JSONObject | None) -> str:
+    if not extra:
+        return tool_id
+    packed = json.dumps(extra, separators=(",", ":"), ensure_ascii=False).encode()
+    return tool_id + _EXTRA_MARK + base64.urlsafe_b64encode(packed).decode().rstrip("=")
+
+
+def split_tool_id(tool_id: str) -> tuple[str, JSONObject | None]:
+    """The id the upstream gave the call, and its extras (see `tool_id_with_extra`)."""
+    head, mark, packed = tool_id.partition(_EXTRA_MARK)
+    if not mark or not head:
+        return tool_id, None
+    try:
+        extra = json.loads(base64.urlsafe_b64decode(packed + "=" * (-len(packed) % 4)))
+    except (binascii.Error, ValueError):
+        return tool_id, None  # not ours after all: an id that happens to contain the marker
+    return (head, extra) if isinstance(extra, dict) else (tool_id, None)
 
 
 def parse_tool_arguments(arguments: str) -> JSONObject:
@@ -304,10 +332,12 @@ def _decode_block(raw: object, path: str, role: Role) -> Part | None:
     if block_type == "document":
         return _decode_document(obj, path)
     if block_type == "tool_use":
+        tool_id, extra = split_tool_id(require_str(obj, "id", path))
         return ToolCallPart(
-            id=require_str(obj, "id", path),
+            id=tool_id,
             name=require_str(obj, "name", path),
             arguments=_dump_json(require_dict(obj, "input", path)),
+            extra=extra,
         )
     if block_type == "tool_result":
         return _decode_tool_result(obj, path)
@@ -410,7 +440,7 @@ def _decode_tool_result(obj: JSONObject, path: str) -> ToolResultPart:
             f"{path}.content: must be a string or a list of blocks", f"{path}.content"
         )
     return ToolResultPart(
-        tool_call_id=require_str(obj, "tool_use_id", path),
+        tool_call_id=split_tool_id(require_str(obj, "tool_use_id", path))[0],
         content=parts,
         is_error=bool(optional_bool(obj, "is_error", path)),
     )
@@ -823,9 +853,10 @@ def _encode_response_part(part: Part) -> JSONObject | None:
     if isinstance(part, TextPart):
         return {"type": "text", "text": part.text} if part.text.strip() else None
     if isinstance(part, ToolCallPart):
+        tool_id = anthropic_tool_id(part.id) if part.id else _new_id("toolu_")
         return {
             "type": "tool_use",
-            "id": anthropic_tool_id(part.id) if part.id else _new_id("toolu_"),
+            "id": tool_id_with_extra(tool_id, part.extra),
             "name": part.name,
             "input": parse_tool_arguments(part.arguments),
         }
@@ -1186,6 +1217,7 @@ class StreamEncoder:
         if event.index in self._tools:
             return b""
         tool_id = anthropic_tool_id(event.id) if event.id else _new_id("toolu_")
+        tool_id = tool_id_with_extra(tool_id, event.extra)
         self._tools[event.index] = _ToolState(id=tool_id, name=event.name)
         self._pending_space = ""
         current = self._open_tool()

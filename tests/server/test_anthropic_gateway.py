@@ -592,3 +592,132 @@ async def test_a_dead_upstream_ends_in_an_error_event_not_endless_pings(
     assert "event: error" in raw and "message_stop" not in raw
     assert "silent" in raw or "timeout" in raw
     assert not gw.records[-1].ok
+
+
+def gemini_tool_call_chunk(call_id: str, signature: str) -> str:
+    """A chunk as Gemini's OpenAI-compatible endpoint streams a tool call: whole, with the
+    thought signature it wants back in `extra_content` (P12)."""
+    chunk = {
+        "id": "",
+        "object": "chat.completion.chunk",
+        "created": 1770933892,
+        "model": "gemini-3-pro-preview",
+        "choices": [
+            {
+                "index": 0,
+                "delta": {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {
+                            "id": call_id,
+                            "type": "function",
+                            "function": {
+                                "name": "get_weather",
+                                "arguments": json.dumps({"city": "Paris"}),
+                            },
+                            "extra_content": {"google": {"thought_signature": signature}},
+                        }
+                    ],
+                },
+                "finish_reason": None,
+            }
+        ],
+    }
+    return f"data: {json.dumps(chunk)}\n\n"
+
+
+GEMINI_FINISH = (
+    'data: {"id":"","object":"chat.completion.chunk","created":1770933892,'
+    '"model":"gemini-3-pro-preview","choices":[{"index":0,"delta":{},'
+    '"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":12,"completion_tokens":9,'
+    '"total_tokens":21}}\n\ndata: [DONE]\n\n'
+)
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "not streamed"])
+async def test_gemini_thought_signatures_come_back_with_the_next_turn(
+    make_fake_upstream: Any, make_gateway: GatewayFactory, anthropic_client: Any, stream: bool
+) -> None:
+    """Gemini 3 answers 400 "Function call is missing a thought_signature" unless each tool call
+    it made comes back with its signature. Claude Code keeps only a tool_use's id, name and
+    input, so the signature travels in the id, and the gateway restores it (and the upstream's
+    own id) on the next turn."""
+    signature = "CvcBAdHtim9+Ab/sig=="  # base64, as Gemini sends them
+    fake = await make_fake_upstream()
+    if stream:
+        fake.script(
+            Reply.raw_stream([gemini_tool_call_chunk("function-call-1", signature), GEMINI_FINISH])
+        )
+    else:
+        fake.script(
+            Reply.raw(
+                200,
+                {
+                    "id": "",
+                    "object": "chat.completion",
+                    "created": 1770933892,
+                    "model": "gemini-3-pro-preview",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {
+                                "role": "assistant",
+                                "tool_calls": [
+                                    {
+                                        "id": "function-call-1",
+                                        "type": "function",
+                                        "function": {
+                                            "name": "get_weather",
+                                            "arguments": '{"city":"Paris"}',
+                                        },
+                                        "extra_content": {
+                                            "google": {"thought_signature": signature}
+                                        },
+                                    }
+                                ],
+                            },
+                            "finish_reason": "tool_calls",
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21},
+                },
+            )
+        )
+    gw = await make_gateway(translated_config(fake))
+    client = anthropic_client(gw)
+    question = {"role": "user", "content": "Weather in Paris?"}
+    if stream:
+        async with client.messages.stream(
+            model="claude-sonnet-4-6", max_tokens=1024, tools=[WEATHER_TOOL], messages=[question]
+        ) as answer:
+            message = await answer.get_final_message()
+    else:
+        message = await client.messages.create(
+            model="claude-sonnet-4-6", max_tokens=1024, tools=[WEATHER_TOOL], messages=[question]
+        )
+    tool = message.content[-1]
+    assert tool.type == "tool_use" and tool.input == {"city": "Paris"}
+    assert tool.id.startswith("function-call-1")
+    assert all(c.isalnum() or c in "_-" for c in tool.id)  # still a valid Anthropic id
+
+    # The next turn, as Claude Code sends it: the tool_use as it got it, and the result.
+    fake.script(Reply.text("It is sunny."))
+    await client.messages.create(
+        model="claude-sonnet-4-6",
+        max_tokens=1024,
+        tools=[WEATHER_TOOL],
+        messages=[
+            question,
+            {"role": "assistant", "content": [tool.model_dump(exclude_none=True)]},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": tool.id, "content": "22C"}],
+            },
+        ],
+    )
+    sent = fake.last_request
+    assert sent is not None
+    call = sent.json["messages"][1]["tool_calls"][0]
+    assert call["id"] == "function-call-1"
+    assert call["extra_content"] == {"google": {"thought_signature": signature}}
+    assert sent.json["messages"][2]["tool_call_id"] == "function-call-1"

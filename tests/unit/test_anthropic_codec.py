@@ -571,6 +571,22 @@ def test_tool_ids_are_rewritten_consistently_for_anthropic() -> None:
     assert anthropic.anthropic_tool_id("toolu_ok-1") == "toolu_ok-1"
 
 
+def test_a_tool_calls_extras_ride_in_its_id_and_come_back_out() -> None:
+    """P12: what Gemini wants back with a call (its thought signature) survives Claude Code,
+    which keeps only the tool_use's id; ids without extras are left as they are."""
+    extra = {"extra_content": {"google": {"thought_signature": "CvcB+/Ad=="}}}
+    tool_id = anthropic.tool_id_with_extra("function-call-1", extra)
+    assert tool_id.startswith("function-call-1__dpx_")
+    assert anthropic.anthropic_tool_id(tool_id) == tool_id  # a valid Anthropic id as it is
+    assert anthropic.split_tool_id(tool_id) == ("function-call-1", extra)
+    assert anthropic.tool_id_with_extra("toolu_1", None) == "toolu_1"
+    assert anthropic.split_tool_id("toolu_1") == ("toolu_1", None)
+    # Someone else's id that happens to contain the marker stays whole.
+    assert anthropic.split_tool_id("call__dpx_!!") == ("call__dpx_!!", None)
+    assert anthropic.split_tool_id("call__dpx_WzFd") == ("call__dpx_WzFd", None)  # "[1]"
+    assert anthropic.split_tool_id("__dpx_e30") == ("__dpx_e30", None)  # no id before it
+
+
 @pytest.mark.parametrize(
     ("arguments", "expected"),
     [

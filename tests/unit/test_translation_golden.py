@@ -258,7 +258,7 @@ def _accumulate(events: list[StreamEvent]) -> Response:
             else:
                 parts.append(ReasoningPart(event.text))
         elif isinstance(event, ToolCallStart):
-            tools[event.index] = ToolCallPart(event.id, event.name, "")
+            tools[event.index] = ToolCallPart(event.id, event.name, "", extra=event.extra)
             parts.append(tools[event.index])
         elif isinstance(event, ToolCallDelta):
             tools[event.index].arguments += event.arguments
