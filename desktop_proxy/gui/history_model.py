@@ -10,10 +10,9 @@ is in the database by the time the page is read); rows are kept unique by reques
 
 from __future__ import annotations
 
-import csv
 import json
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from desktop_proxy.gui import qt_fixes
 from desktop_proxy.gui.facade import DayCost, HistoryFilter, HistorySource
 from desktop_proxy.gui.sqlite_history import without_bodies
 from desktop_proxy.gui.tasks import TaskRunner
+from desktop_proxy.history import query
 from desktop_proxy.history.record import RequestRecord
 
 PAGE_SIZE = 200
@@ -360,55 +360,23 @@ def _pair(parts: list[str]) -> list[str]:
     return lines
 
 
-CSV_FIELDS = (
-    "id",
-    "time",
-    "client_api",
-    "path",
-    "requested_model",
-    "model",
-    "provider",
-    "status",
-    "ok",
-    "error",
-    "stream",
-    "ttfb_ms",
-    "duration_ms",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "cost_usd",
-    "client",
-    "access_key",
-)
-
-
 def export_csv(source: HistorySource, filters: HistoryFilter, path: Path, chunk: int = 5000) -> int:
-    """Write every record matching `filters` to `path` (blocking); returns how many.
+    """Write every record matching `filters` to `path` (blocking); returns how many. The same
+    columns and formats as `desktop-proxy history export --format csv`.
 
     Pages by keyset, so requests arriving during the export neither repeat nor push rows out."""
-    written = 0
-    last: RequestRecord | None = None
     tmp = path.with_name(path.name + ".part")
     with tmp.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(CSV_FIELDS)
-        while True:
-            page = source.page_before(filters, last, chunk)
-            if page:
-                last = page[-1]
-            for rec in page:
-                row = []
-                for name in CSV_FIELDS:
-                    value = getattr(rec, name)
-                    if name == "time":
-                        value = datetime.fromtimestamp(value).isoformat(timespec="seconds")
-                    row.append("" if value is None else value)
-                writer.writerow(row)
-            written += len(page)
-            if len(page) < chunk:
-                break
+        written = query.export_csv(_matching(source, filters, chunk), f)
     tmp.replace(path)
     return written
+
+
+def _matching(source: HistorySource, filters: HistoryFilter, chunk: int) -> Iterator[RequestRecord]:
+    last: RequestRecord | None = None
+    while True:
+        page = source.page_before(filters, last, chunk)
+        yield from page
+        if len(page) < chunk:
+            return
+        last = page[-1]

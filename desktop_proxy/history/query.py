@@ -21,7 +21,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -619,8 +619,11 @@ def _csv_value(value: object, name: str) -> object:
     return value
 
 
-def export_csv(entries: Iterator[HistoryEntry], out: TextIO, bodies: bool = False) -> int:
-    """CSV with a camelCase header row; times ISO 8601 (UTC), booleans true/false."""
+def export_csv(
+    entries: Iterable[HistoryEntry | RequestRecord], out: TextIO, bodies: bool = False
+) -> int:
+    """CSV with a camelCase header row; times ISO 8601 (UTC), booleans true/false. Takes
+    stored entries (the CLI) or records (the History window reads those)."""
     writer = csv.writer(out, lineterminator="\n")
     header = [camel(n) for n in JSON_FIELDS]
     if bodies:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -22,6 +23,7 @@ from desktop_proxy.gui.history_model import (
 from desktop_proxy.gui.history_window import HistoryWindow, summary_text
 from desktop_proxy.gui.memory_history import MemoryHistory
 from desktop_proxy.gui.tasks import InlineRunner
+from desktop_proxy.history import query
 from desktop_proxy.history.record import RequestRecord
 from tests.gui.fakes import FakeFacade, make_record
 
@@ -167,6 +169,13 @@ def test_export_csv(tmp_path: Path) -> None:
     with out.open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 12 and {r["provider"] for r in rows} == {"groq"}
+    # The same file `desktop-proxy history export --format csv` writes: every column, camelCase,
+    # UTC times, true/false.
+    cli = io.StringIO()
+    query.export_csv([], cli)
+    assert out.read_text(encoding="utf-8").splitlines()[0] == cli.getvalue().strip()
+    assert {"unpriced", "priceSource", "upstreamKeyId", "sessionId"} <= set(rows[0])
+    assert rows[0]["time"].endswith("Z") and rows[0]["ok"] in ("true", "false")
 
 
 def test_history_window(
