@@ -300,6 +300,92 @@ async def test_tool_loop_writes_a_file(
     assert str(target) in text_of(tool_message["content"])
 
 
+def gemini_tool_call_stream(call_id: str, name: str, arguments: dict[str, Any], sig: str) -> str:
+    """How Gemini 3's OpenAI-compatible endpoint streams a tool call: whole, in one chunk, with
+    the thought signature it wants back in `extra_content` (P12), then the finish."""
+    base = {"id": "", "object": "chat.completion.chunk", "model": "gemini-3-pro-preview"}
+    call = {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": name, "arguments": json.dumps(arguments)},
+        "extra_content": {"google": {"thought_signature": sig}},
+    }
+    delta = {"role": "assistant", "tool_calls": [call]}
+    chunks = [
+        {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
+        {
+            **base,
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+        },
+    ]
+    return "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+
+
+async def test_tool_loop_through_a_gemini_style_upstream_keeps_thought_signatures(
+    claude_cli: ClaudeCli, gateway: RunningGateway, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """Gemini 3 answers 400 when a tool call comes back without its thought signature. Claude
+    Code must carry the call (with the signature hidden in its id) into the next request, where
+    the gateway restores Gemini's id and signature."""
+    marker = "e2e-gemini-5d1e"
+    work = tmp_path / "work"
+    work.mkdir()
+    target = work / "signed.txt"
+    content = "signed and delivered"
+    final = "Done: signed.txt is written."
+    signature = "CvcBAdHtim9+Ab/Ls2e1=="
+
+    def choose(request: RecordedRequest) -> Reply:
+        if not mentions(request, marker):
+            return Reply.text("ok")
+        if not has_tool_result(request):
+            return Reply.raw_stream(
+                [
+                    gemini_tool_call_stream(
+                        "function-call-1",
+                        "Write",
+                        {"file_path": str(target), "content": content},
+                        signature,
+                    )
+                ]
+            )
+        calls = [
+            call
+            for m in request.body["messages"]
+            if m.get("role") == "assistant"
+            for call in m.get("tool_calls") or []
+        ]
+        if any(
+            call.get("extra_content", {}).get("google", {}).get("thought_signature") != signature
+            or call.get("id") != "function-call-1"
+            for call in calls
+        ):
+            return Reply.error(
+                400, "Function call is missing a thought_signature in functionCall parts."
+            )
+        return Reply.text(final)
+
+    fake.default_reply = choose
+    run = await run_claude_p(
+        claude_cli,
+        gateway.url,
+        f"Create signed.txt ({marker})",
+        tmp_path / "home",
+        work,
+        "--permission-mode",
+        "acceptEdits",
+    )
+    assert run.returncode == 0, run.explain()
+    assert run.result["is_error"] is False, run.explain()
+    assert target.read_text(encoding="utf-8") == content
+    assert run.result["result"].endswith(final)
+    second = [r for r in chat_requests_with(fake, marker) if has_tool_result(r)]
+    assert second, "Claude Code never sent the tool result back"
+    tool_message = next(m for m in second[0].body["messages"] if m["role"] == "tool")
+    assert tool_message["tool_call_id"] == "function-call-1"
+
+
 async def test_context_command_is_counted_without_upstream_calls(
     claude_cli: ClaudeCli, gateway: RunningGateway, fake: FakeUpstream, tmp_path: Path
 ) -> None:
