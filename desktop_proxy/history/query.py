@@ -636,10 +636,16 @@ def export_csv(
             for name in JSON_FIELDS
         ]
         if bodies:
-            row += [e.request_body or "", e.response_body or ""]
+            row += [_body_text(e.request_body), _body_text(e.response_body)]
         writer.writerow(row)
         n += 1
     return n
+
+
+def _body_text(body: str | bytes | None) -> str:
+    if isinstance(body, bytes):  # a RequestRecord's (stored entries hold text)
+        return body.decode("utf-8", "replace")
+    return body or ""
 
 
 def export_jsonl(entries: Iterator[HistoryEntry], out: TextIO, bodies: bool = False) -> int:

@@ -15,6 +15,7 @@ from desktop_proxy.history.pricing import Price
 from desktop_proxy.history.query import (
     HistoryFilter,
     HistoryReader,
+    export_csv,
     iso_time,
     parse_time,
 )
@@ -219,6 +220,24 @@ def test_aggregate_by_day_local_and_utc(tmp_path: Path) -> None:
         assert len(reader.aggregate(by="day", utc=True)) == 2
         with pytest.raises(ValueError, match="cannot group"):
             reader.aggregate(by="week")  # type: ignore[arg-type]
+
+
+def test_export_csv_of_live_records_matches_stored_ones(
+    sample: tuple[HistoryReader, list[RequestRecord]],
+) -> None:
+    """The History window exports the records it pages through: the same CSV as the CLI's,
+    bodies as text."""
+    reader, records = sample
+    stored, live = io.StringIO(), io.StringIO()
+    reader.export(stored, "csv")
+    # What was stored of the records (prices, masks), as RequestRecords, the window's view.
+    entries = list(reader.iter_entries(HistoryFilter(), bodies=True))
+    assert export_csv([e.to_record() for e in entries], live) == len(records)
+    assert live.getvalue() == stored.getvalue()
+    with_body = io.StringIO()
+    export_csv([make_record(request_body=b'{"q": "\xc3\xa9"}')], with_body, bodies=True)
+    (row,) = csv.DictReader(io.StringIO(with_body.getvalue()))
+    assert row["requestBody"] == '{"q": "é"}'
 
 
 def test_export_csv_and_jsonl(sample: tuple[HistoryReader, list[RequestRecord]]) -> None:
