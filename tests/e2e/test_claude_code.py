@@ -300,28 +300,6 @@ async def test_tool_loop_writes_a_file(
     assert str(target) in text_of(tool_message["content"])
 
 
-def gemini_tool_call_stream(call_id: str, name: str, arguments: dict[str, Any], sig: str) -> str:
-    """How Gemini 3's OpenAI-compatible endpoint streams a tool call: whole, in one chunk, with
-    the thought signature it wants back in `extra_content` (P12), then the finish."""
-    base = {"id": "", "object": "chat.completion.chunk", "model": "gemini-3-pro-preview"}
-    call = {
-        "id": call_id,
-        "type": "function",
-        "function": {"name": name, "arguments": json.dumps(arguments)},
-        "extra_content": {"google": {"thought_signature": sig}},
-    }
-    delta = {"role": "assistant", "tool_calls": [call]}
-    chunks = [
-        {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
-        {
-            **base,
-            "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
-            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
-        },
-    ]
-    return "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
-
-
 async def test_tool_loop_through_a_gemini_style_upstream_keeps_thought_signatures(
     claude_cli: ClaudeCli, gateway: RunningGateway, fake: FakeUpstream, tmp_path: Path
 ) -> None:
@@ -340,15 +318,11 @@ async def test_tool_loop_through_a_gemini_style_upstream_keeps_thought_signature
         if not mentions(request, marker):
             return Reply.text("ok")
         if not has_tool_result(request):
-            return Reply.raw_stream(
-                [
-                    gemini_tool_call_stream(
-                        "function-call-1",
-                        "Write",
-                        {"file_path": str(target), "content": content},
-                        signature,
-                    )
-                ]
+            return Reply.gemini_tool_call(
+                "function-call-1",
+                "Write",
+                {"file_path": str(target), "content": content},
+                signature,
             )
         calls = [
             call

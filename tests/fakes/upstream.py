@@ -552,6 +552,32 @@ class Reply:
         """A copy with some fields changed."""
         return replace(self, **changes)
 
+    @classmethod
+    def gemini_tool_call(
+        cls, call_id: str, name: str, arguments: Mapping[str, Any], thought_signature: str
+    ) -> Reply:
+        """A streamed tool call as Gemini 3's OpenAI-compatible endpoint sends it: empty
+        completion id, the whole call in one chunk with the thought signature it wants back in
+        `extra_content` (P12), then finish_reason and usage."""
+        base = {"id": "", "object": "chat.completion.chunk", "model": "gemini-3-pro-preview"}
+        call = {
+            "id": call_id,
+            "type": "function",
+            "function": {"name": name, "arguments": _dumps(dict(arguments))},
+            "extra_content": {"google": {"thought_signature": thought_signature}},
+        }
+        delta = {"role": "assistant", "tool_calls": [call]}
+        chunks = [
+            {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
+            {
+                **base,
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
+                "usage": Usage(input_tokens=100, output_tokens=20).openai_legacy(),
+            },
+        ]
+        sse = "".join(f"data: {_dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+        return cls.raw_stream([sse])
+
     def __repr__(self) -> str:  # only the fields that differ from the defaults
         parts = []
         for f in fields(self):

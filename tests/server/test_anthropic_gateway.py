@@ -594,46 +594,6 @@ async def test_a_dead_upstream_ends_in_an_error_event_not_endless_pings(
     assert not gw.records[-1].ok
 
 
-def gemini_tool_call_chunk(call_id: str, signature: str) -> str:
-    """A chunk as Gemini's OpenAI-compatible endpoint streams a tool call: whole, with the
-    thought signature it wants back in `extra_content` (P12)."""
-    chunk = {
-        "id": "",
-        "object": "chat.completion.chunk",
-        "created": 1770933892,
-        "model": "gemini-3-pro-preview",
-        "choices": [
-            {
-                "index": 0,
-                "delta": {
-                    "role": "assistant",
-                    "tool_calls": [
-                        {
-                            "id": call_id,
-                            "type": "function",
-                            "function": {
-                                "name": "get_weather",
-                                "arguments": json.dumps({"city": "Paris"}),
-                            },
-                            "extra_content": {"google": {"thought_signature": signature}},
-                        }
-                    ],
-                },
-                "finish_reason": None,
-            }
-        ],
-    }
-    return f"data: {json.dumps(chunk)}\n\n"
-
-
-GEMINI_FINISH = (
-    'data: {"id":"","object":"chat.completion.chunk","created":1770933892,'
-    '"model":"gemini-3-pro-preview","choices":[{"index":0,"delta":{},'
-    '"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":12,"completion_tokens":9,'
-    '"total_tokens":21}}\n\ndata: [DONE]\n\n'
-)
-
-
 @pytest.mark.parametrize("stream", [True, False], ids=["streamed", "not streamed"])
 async def test_gemini_thought_signatures_come_back_with_the_next_turn(
     make_fake_upstream: Any, make_gateway: GatewayFactory, anthropic_client: Any, stream: bool
@@ -646,7 +606,7 @@ async def test_gemini_thought_signatures_come_back_with_the_next_turn(
     fake = await make_fake_upstream()
     if stream:
         fake.script(
-            Reply.raw_stream([gemini_tool_call_chunk("function-call-1", signature), GEMINI_FINISH])
+            Reply.gemini_tool_call("function-call-1", "get_weather", {"city": "Paris"}, signature)
         )
     else:
         fake.script(
