@@ -151,14 +151,8 @@ class Services:
                     exc,
                 )
         if writer is None:
-            thread_writer = HistoryWriter(
-                path,
-                settings=config.history,
-                pricer=self.pricer,
-                # Fewer, larger batches: each writer wake-up contends with the event loop for
-                # the GIL (docs/performance.md). Records reach the database within a second.
-                batch_interval=1.0,
-                batch_size=2000,
+            thread_writer = HistoryWriter.in_gateway_process(
+                path, settings=config.history, pricer=self.pricer
             )
             thread_writer.listeners.extend(self.history_status_listeners)
             writer = thread_writer.start()

@@ -402,12 +402,8 @@ class HistoryWriterProcess:
             "gateway's process instead",
             self._silent_deaths,
         )
-        local = HistoryWriter(
-            self.path,
-            settings=self._settings,
-            pricer=self._pricer,
-            batch_interval=1.0,  # as services.py's own fallback: fewer GIL contentions
-            batch_size=2000,
+        local = HistoryWriter.in_gateway_process(
+            self.path, settings=self._settings, pricer=self._pricer
         )
         local.listeners = self.listeners  # the same list: listeners added later count too
         local.start()

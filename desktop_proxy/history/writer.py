@@ -159,6 +159,15 @@ class HistoryWriter:
 
     # --- the gateway side: never blocks, never raises -----------------------------------------
 
+    @classmethod
+    def in_gateway_process(
+        cls, path: Path, *, settings: HistorySettings, pricer: Pricer | None
+    ) -> HistoryWriter:
+        """A writer thread in the gateway's own process (when the writer process cannot run):
+        fewer, larger batches, since each wake-up contends with the event loop for the GIL
+        (docs/performance.md). Records reach the database within a second."""
+        return cls(path, settings=settings, pricer=pricer, batch_interval=1.0, batch_size=2000)
+
     def record(self, rec: RequestRecord) -> None:
         """Accept a finished record for writing. Non-blocking, thread-safe, never raises."""
         self.record_many((rec,))
