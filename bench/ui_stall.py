@@ -746,7 +746,7 @@ of this benchmark on the same machine):
    makes those three objects immortal, as CPython 3.12 does.
 2. *Full garbage collections stopped the UI for 50–130 ms* (the GC pause column), walking
    the ~85,000 objects Qt, aiohttp and the price tables leave for the life of the app.
-   `gui.app.settle_heap` moves them out of the collector's way (`gc.freeze()`) at start-up and
+   `heap.settle_heap` moves them out of the collector's way (`gc.freeze()`) at start-up and
    again once the gateway has run for a few seconds.
 3. *Dead timers piled up.* qasync gives every `call_later` its own Qt timer and keeps a cancelled
    one until it would have fired; aiohttp arms about a dozen timeouts per request and cancels

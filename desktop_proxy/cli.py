@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import signal
@@ -19,6 +20,7 @@ from desktop_proxy.config.models import AppConfig
 from desktop_proxy.config.presets import PRESETS
 from desktop_proxy.config.secrets import describe_ref
 from desktop_proxy.errors import DesktopProxyError, PortInUseError
+from desktop_proxy.heap import SETTLE_DELAY_SECONDS, settle_heap
 from desktop_proxy.history.cli import add_history_parser, run_history
 from desktop_proxy.launch.cli import add_launch_parser, run_launch
 from desktop_proxy.logs import configure_logging
@@ -172,6 +174,9 @@ async def _serve(services: Services, options: GatewayOptions, generated: str | N
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # As the tray app does: once the price tables and pools are loaded, full collections skip
+    # them. No collection first: requests may be arriving already.
+    settle = loop.call_later(SETTLE_DELAY_SECONDS, functools.partial(settle_heap, collect=False))
     for sig in (signal.SIGINT, signal.SIGTERM):
         # On Windows there are no loop signal handlers: Ctrl+C arrives as KeyboardInterrupt.
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -179,6 +184,7 @@ async def _serve(services: Services, options: GatewayOptions, generated: str | N
     try:
         await stop.wait()
     finally:
+        settle.cancel()
         logging.getLogger(__name__).info("stopping: letting in-flight requests finish")
         await services.stop_gateway()
     return 0

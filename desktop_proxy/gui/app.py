@@ -7,7 +7,6 @@ Where there is no display or no system tray, it says so in one line and runs hea
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import signal
@@ -33,6 +32,7 @@ from desktop_proxy.gui.single_instance import SingleInstance, server_name
 from desktop_proxy.gui.sqlite_history import SqliteHistory, TrayHistory
 from desktop_proxy.gui.tasks import LoopRunner, TaskRunner
 from desktop_proxy.gui.tray import TrayController
+from desktop_proxy.heap import SETTLE_DELAY_SECONDS, settle_heap
 from desktop_proxy.launch import autostart
 from desktop_proxy.launch.terminal import NoTerminalError, open_terminal
 from desktop_proxy.logs import configure_logging
@@ -43,8 +43,6 @@ log = logging.getLogger(__name__)
 qt_fixes.install()  # before any signal is emitted: see qt_fixes
 
 TRAY_WAIT_SECONDS = 10.0
-# After the gateway starts, its price tables and connection pools are loaded by then.
-HEAP_SETTLE_MS = 5000
 # Shortly after start-up, the History window is built (hidden) ahead of its first use.
 PREPARE_WINDOWS_MS = 1500
 SHUTDOWN_TIMEOUT = 8.0
@@ -70,19 +68,6 @@ def free_port_near(host: str, port: int, tries: int = 20) -> int | None:
                 continue
             return candidate
     return None
-
-
-def settle_heap(*, collect: bool = True) -> None:
-    """Take the objects that live as long as the app out of the garbage collector's full passes.
-
-    Qt's, aiohttp's and the price tables' ~80,000 objects would otherwise be walked by every full
-    collection: a pause of the UI thread (and so of the gateway) of 60 ms on a fast machine and
-    130 ms on a slow one under load, measured by bench/ui_stall.py. `gc.freeze()` moves them to
-    the permanent generation. `collect` first clears what is already garbage (a pause too: only
-    when nothing is being served yet)."""
-    if collect:
-        gc.collect()
-    gc.freeze()
 
 
 class TrayApp(QObject):
@@ -206,7 +191,7 @@ class TrayApp(QObject):
         if not self._heap_settled and getattr(status, "running", False):
             self._heap_settled = True
             # No collection here: requests may be arriving already; freezing itself is cheap.
-            QTimer.singleShot(HEAP_SETTLE_MS, lambda: settle_heap(collect=False))
+            QTimer.singleShot(int(SETTLE_DELAY_SECONDS * 1000), lambda: settle_heap(collect=False))
 
     def save_prefs(self, prefs: GuiPrefs) -> None:
         path = prefs_path(self.facade.paths.config_dir)

@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 from typing import IO
 
+from desktop_proxy.heap import settle_heap, tune_for_batches
 from desktop_proxy.history.pipe import Channel, receive
 from desktop_proxy.history.record import as_record_values
 from desktop_proxy.history.writer import HistoryWriter, WriterStatus
@@ -78,6 +79,10 @@ def main(stdin: IO[bytes] | None = None, stdout: IO[bytes] | None = None) -> int
         batch_interval=0.2,
         batch_size=2000,
     )
+    if pricer is not None:
+        pricer.warm_up()  # here rather than in the writer thread: frozen with the rest below
+    settle_heap()  # nothing is buffered yet
+    tune_for_batches()
     acks = _Acks(channel)
     writer.progress_listeners.append(acks.stored_up_to)
     writer.listeners.append(lambda status: _send_status(channel, status))
