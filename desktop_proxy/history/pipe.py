@@ -16,11 +16,31 @@ from __future__ import annotations
 import contextlib
 import pickle
 import struct
+import sys
 import threading
 from typing import IO, Any, Final
 
 WORKER_ARG: Final = "_history-writer"  # `desktop-proxy _history-writer` runs the child
 _HEADER = struct.Struct(">I")
+# What one send of records needs at the bench's peak (~200 records with their bodies, 50 ms).
+PIPE_SIZE: Final = 1 << 20
+
+
+def enlarge_pipe(fd: int, size: int = PIPE_SIZE) -> int | None:
+    """Ask Linux for a pipe buffer of `size` bytes (default 64 KiB); the size granted, or None
+    where pipes cannot be resized or the system refuses (`/proc/sys/fs/pipe-max-size`).
+
+    A batch of records larger than the pipe goes through in pieces, each a wake-up of the
+    writer process and a wait of the sender: under load that ping-pong took CPU from the event
+    loop's thread, and history cost ~5 points more throughput (docs/performance.md)."""
+    if sys.platform != "linux":
+        return None
+    import fcntl
+
+    try:
+        return int(fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size))
+    except OSError:
+        return None
 
 
 class Channel:

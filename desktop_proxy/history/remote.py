@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from desktop_proxy.config.models import HistorySettings
-from desktop_proxy.history.pipe import WORKER_ARG, Channel, receive
+from desktop_proxy.history.pipe import WORKER_ARG, Channel, enlarge_pipe, receive
 from desktop_proxy.history.pricing import Pricer
 from desktop_proxy.history.record import RequestRecord, as_record_values, plain_values
 from desktop_proxy.history.writer import HistoryWriter, StatusListener, WriterStatus
@@ -275,6 +275,7 @@ class HistoryWriterProcess:
                 start_new_session=True,
             )
         assert child.stdin is not None and child.stdout is not None
+        enlarge_pipe(child.stdin.fileno())
         channel = Channel(child.stdin)
         with self._cond:
             self._generation += 1

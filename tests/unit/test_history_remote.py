@@ -16,7 +16,7 @@ import pytest
 
 from desktop_proxy.config.models import HistorySettings, ProviderConfig
 from desktop_proxy.history import remote
-from desktop_proxy.history.pipe import Channel, receive
+from desktop_proxy.history.pipe import PIPE_SIZE, Channel, enlarge_pipe, receive
 from desktop_proxy.history.pricing import Pricer
 from desktop_proxy.history.record import plain_values
 from desktop_proxy.history.remote import HistoryWriterProcess, worker_command
@@ -177,3 +177,20 @@ def test_a_writer_process_that_keeps_dying_silently_is_replaced_by_a_thread(
     assert sorted(stored(db)) == sorted(r.id for r in records)
     assert w.status.state == "ok"
     assert w.close(timeout=10) is True
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="only Linux pipes can be resized")
+def test_a_send_of_records_fits_the_enlarged_pipe_in_one_piece(tmp_path: Path) -> None:
+    """Without a reader, a 300 KB message goes into the pipe at once: the sender is not woken
+    and put to sleep again for every 64 KiB, nor is the writer process."""
+    read_fd, write_fd = os.pipe()
+    try:
+        assert enlarge_pipe(write_fd) == PIPE_SIZE
+        os.set_blocking(write_fd, False)
+        message = pickle.dumps(("records", [(1, b"x" * 300_000)]))
+        assert os.write(write_fd, message) == len(message)
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+    with open(tmp_path / "not-a-pipe", "wb") as f:
+        assert enlarge_pipe(f.fileno()) is None  # refused: nothing raised
