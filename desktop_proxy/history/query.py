@@ -35,6 +35,7 @@ from desktop_proxy.history.store import (
     clear_all,
     default_connect,
     open_db,
+    unpack_body,
 )
 
 GroupBy = Literal["day", "model", "provider"]
@@ -597,10 +598,11 @@ class HistoryReader:
         return await asyncio.to_thread(self.clear)
 
 
-def _replace_bodies(entry: HistoryEntry, request: str | None, response: str | None) -> HistoryEntry:
+def _replace_bodies(entry: HistoryEntry, request: object, response: object) -> HistoryEntry:
+    """`entry` with its bodies, as read from the `bodies` table (text, or compressed)."""
     values = {f.name: getattr(entry, f.name) for f in fields(entry)}
-    values["request_body"] = request
-    values["response_body"] = response
+    values["request_body"] = unpack_body(request)
+    values["response_body"] = unpack_body(response)
     return HistoryEntry(**values)
 
 

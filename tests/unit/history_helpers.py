@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from desktop_proxy.config.models import ProviderConfig
 from desktop_proxy.history.pricing import Pricer
 from desktop_proxy.history.record import RequestRecord
+from desktop_proxy.history.store import unpack_body
 
 CLAUDE = ProviderConfig(
     name="claude",
@@ -60,8 +62,31 @@ def make_record(**overrides: Any) -> RequestRecord:
 
 
 def db_bytes(data_dir: Path) -> bytes:
-    """Every byte of every file under `data_dir` (database, WAL, shared memory, moved files)."""
-    return b"".join(p.read_bytes() for p in sorted(data_dir.rglob("*")) if p.is_file())
+    """Every byte of every file under `data_dir` (database, WAL, shared memory, moved files),
+    and the text of the bodies stored compressed, which a search of the raw bytes would miss."""
+    files = sorted(p for p in data_dir.rglob("*") if p.is_file())
+    unpacked: list[bytes] = []
+    for path in files:
+        if path.name.endswith(".sqlite3"):
+            unpacked.extend(_compressed_bodies(path))
+    return b"".join([*(p.read_bytes() for p in files), *unpacked])
+
+
+def _compressed_bodies(path: Path) -> list[bytes]:
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = conn.execute(
+                "SELECT request_body, response_body FROM bodies WHERE typeof(request_body) = "
+                "'blob' OR typeof(response_body) = 'blob'"
+            ).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:  # not a history database, or a damaged one moved aside
+        return []
+    return [
+        (unpack_body(value) or "").encode() for row in rows for value in row if value is not None
+    ]
 
 
 def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.01) -> bool:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import logging
+import random
 import sqlite3
+import string
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +19,8 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from desktop_proxy.config.models import HistorySettings
-from desktop_proxy.history.store import RECORD_COLUMNS, open_db, row_count
+from desktop_proxy.history.query import HistoryReader
+from desktop_proxy.history.store import RECORD_COLUMNS, open_db, prepare_body, row_count
 from desktop_proxy.history.writer import HistoryWriter, WriterStatus
 from tests.unit.history_helpers import db_bytes, make_record, pricer, wait_for
 
@@ -305,10 +310,14 @@ def test_bounded_buffer_drops_oldest(writers: list[HistoryWriter], db: Path) -> 
 
 
 def test_buffered_bodies_are_bounded(writers: list[HistoryWriter], db: Path) -> None:
-    """While the database is down, big bodies are dropped first, records kept."""
+    """While the database is down, big bodies are dropped first, records kept. (The budget
+    counts bodies as stored, compressed: these barely compress.)"""
     FailingInserts.fail = True
     w = new_writer(writers, db, connect=failing_connect, max_buffer_body_bytes=100_000)
-    records = [make_record(request_body=b"z " * 20_000) for _ in range(20)]
+    rng = random.Random(7)
+    words = "".join(rng.choice(string.ascii_letters) for _ in range(40_000))
+    body = " ".join(words[i : i + 6] for i in range(0, len(words), 6)).encode()
+    records = [make_record(request_body=body) for _ in range(20)]
     for rec in records:
         w.record(rec)
     assert wait_for(lambda: w.status.state == "degraded")
@@ -457,3 +466,70 @@ def test_no_secret_reaches_any_file(writers: list[HistoryWriter], db: Path) -> N
     assert b"session-abc" in data  # the records did arrive
     for secret in (ACCESS_KEY, PROVIDER_KEY, "TESTACCESSKEY", "TESTPROVIDERKEY"):
         assert secret.encode() not in data
+
+
+def claude_code_sized_body(secret: str) -> bytes:
+    """~150 KB of a Claude Code request: a long conversation, a key pasted in it."""
+    rng = random.Random(3)
+    words = [
+        "def",
+        "return",
+        "self",
+        "import",
+        "class",
+        "value",
+        "error",
+        "file",
+        "test",
+        "path",
+        "user",
+        "model",
+        "data",
+    ]
+    messages = [
+        {
+            "role": "user" if i % 2 == 0 else "assistant",
+            "content": " ".join(rng.choices(words, k=400)),
+        }
+        for i in range(60)
+    ]
+    messages.append({"role": "user", "content": f"my key is {secret}, do not print it"})
+    return json.dumps({"model": "sonnet", "messages": messages}).encode()
+
+
+def test_large_bodies_are_stored_compressed_and_read_back_as_text(
+    writers: list[HistoryWriter], db: Path
+) -> None:
+    """A Claude Code request body takes a fraction of its size on disk; the History window, the
+    CLI and exports read it back as the same (masked) text, and small bodies stay plain TEXT."""
+    big = claude_code_sized_body(PROVIDER_KEY)
+    w = new_writer(writers, db)
+    large = make_record(request_body=big, response_body=b'{"content": "ok"}')
+    w.record(large)
+    assert w.flush(timeout=10)
+    conn = open_db(db)
+    kinds = conn.execute(
+        "SELECT typeof(request_body), length(request_body), typeof(response_body) FROM bodies"
+    ).fetchone()
+    assert kinds[0] == "blob" and kinds[1] < len(big) / 3
+    assert kinds[2] == "text"
+    entry = HistoryReader(db).get(large.id)
+    assert entry is not None and entry.request_body == prepare_body(big)
+    assert entry.request_body is not None and "do not print it" in entry.request_body
+    assert PROVIDER_KEY not in entry.request_body  # masked before it was compressed
+    exported = io.StringIO()
+    HistoryReader(db).export(exported, "jsonl", bodies=True)
+    assert json.loads(exported.getvalue())["requestBody"] == entry.request_body
+    assert PROVIDER_KEY.encode() not in db_bytes(db.parent)
+
+
+def test_a_damaged_compressed_body_reads_as_a_note(writers: list[HistoryWriter], db: Path) -> None:
+    w = new_writer(writers, db)
+    rec = make_record(request_body=claude_code_sized_body("nothing secret"))
+    w.record(rec)
+    assert w.flush(timeout=10)
+    conn = open_db(db)
+    conn.execute("UPDATE bodies SET request_body = X'789c00ff00ff'")
+    entry = HistoryReader(db).get(rec.id)
+    assert entry is not None and entry.request_body is not None
+    assert entry.request_body.startswith("[body unreadable: damaged compressed data")
