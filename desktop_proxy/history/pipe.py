@@ -27,8 +27,8 @@ PIPE_SIZE: Final = 1 << 20
 
 
 def enlarge_pipe(fd: int, size: int = PIPE_SIZE) -> int | None:
-    """Ask Linux for a pipe buffer of `size` bytes (default 64 KiB); the size granted, or None
-    where pipes cannot be resized or the system refuses (`/proc/sys/fs/pipe-max-size`).
+    """Ask Linux for a pipe buffer of `size` bytes (its own default is 64 KiB); the size granted, or
+    None where pipes cannot be resized or the system refuses (`/proc/sys/fs/pipe-max-size`).
 
     A batch of records larger than the pipe goes through in pieces, each a wake-up of the
     writer process and a wait of the sender: under load that ping-pong took CPU from the event
