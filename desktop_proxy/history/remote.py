@@ -34,12 +34,20 @@ from typing import Any
 from desktop_proxy.config.models import HistorySettings
 from desktop_proxy.history.pipe import WORKER_ARG, Channel, enlarge_pipe, receive
 from desktop_proxy.history.pricing import Pricer
-from desktop_proxy.history.record import RequestRecord, as_record_values, plain_values
+from desktop_proxy.history.record import (
+    RequestRecord,
+    as_record_values,
+    plain_values,
+    raw_body_size,
+    without_raw_bodies,
+)
 from desktop_proxy.history.writer import HistoryWriter, StatusListener, WriterStatus
 
 log = logging.getLogger("desktop_proxy.history")
 
 SEND_INTERVAL = 0.05  # how long a record may wait before it is sent to the writer process
+# How often the bodies of records waiting for the writer process are weighed, when many wait.
+BODY_CHECK_INTERVAL = 1.0
 RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 # A writer process that dies this many times in a row without a word (a platform where the
 # second process cannot run) is given up for a writer thread in the gateway's process.
@@ -62,14 +70,19 @@ class HistoryWriterProcess:
         settings: HistorySettings | None = None,
         pricer: Pricer | None = None,
         max_buffer: int = 10_000,
+        max_buffer_body_bytes: int = 64 * 1024 * 1024,
         command: Sequence[str] | None = None,
         send_interval: float = SEND_INTERVAL,
+        body_check_interval: float = BODY_CHECK_INTERVAL,
     ) -> None:
         self.path = path
         self.listeners: list[StatusListener] = []
         self._settings = settings or HistorySettings()
         self._pricer = pricer
         self._max_buffer = max(1, max_buffer)
+        self._max_body_bytes = max_buffer_body_bytes
+        self._body_check_interval = body_check_interval
+        self._bodies_trimmed = 0
         self._command = list(command or worker_command())
         self._send_interval = send_interval
 
@@ -348,10 +361,18 @@ class HistoryWriterProcess:
     def _send_loop(self) -> None:
         delays = iter(RESTART_DELAYS)
         last_chance = True  # closing with records left and no process: start one more
+        weighed = time.monotonic()
         while True:
             with self._cond:
                 if not self._closing:
                     self._cond.wait(self._send_interval)
+                now = time.monotonic()
+                if (
+                    len(self._items) > _MAX_PER_MESSAGE
+                    and now - weighed >= self._body_check_interval
+                ):
+                    weighed = now
+                    self._trim_bodies_locked()
                 closing = self._closing
                 channel = self._channel
                 control, self._control = self._control, []
@@ -396,6 +417,37 @@ class HistoryWriterProcess:
                 continue
             if batch:
                 delays = iter(RESTART_DELAYS)
+
+    def _trim_bodies_locked(self) -> None:
+        """Records wait here until the writer process has stored them: while it cannot (the
+        disk is full, the database locked), keep their bodies within budget by dropping the
+        oldest ones, not the records. Claude Code's requests are 50–200 KB each."""
+        items = list(self._items)  # record() appends without the lock; the left end is ours
+        sizes = [raw_body_size(values) for _, values in items]
+        total = sum(sizes)
+        if total <= self._max_body_bytes:
+            return
+        for index, ((seq, values), size) in enumerate(zip(items, sizes, strict=True)):
+            if total <= self._max_body_bytes:
+                break
+            if size:
+                total -= size
+                self._items[index] = (seq, without_raw_bodies(values))
+        self._bodies_trimmed += 1
+        if self._bodies_trimmed in (1, 10, 100) or self._bodies_trimmed % 1000 == 0:
+            log.warning(
+                "history: requests waiting for the writer hold over %d MB of bodies; the oldest "
+                "are kept without them",
+                self._max_body_bytes // (1024 * 1024),
+            )
+
+    @property
+    def buffered_body_bytes(self) -> int:
+        """Bytes of bodies held by the records not yet reported stored."""
+        if self._local is not None:
+            return self._local.buffered_body_bytes
+        with self._cond:
+            return sum(raw_body_size(values) for _, values in self._items)
 
     def _give_up_the_process(self) -> None:
         log.warning(

@@ -37,7 +37,13 @@ from typing import Literal
 
 from desktop_proxy.config.models import HistorySettings
 from desktop_proxy.history.pricing import Price, Pricer
-from desktop_proxy.history.record import RecordValues, RequestRecord, values_of
+from desktop_proxy.history.record import (
+    RecordValues,
+    RequestRecord,
+    raw_body_size,
+    values_of,
+    without_raw_bodies,
+)
 from desktop_proxy.history.store import (
     BODY_LIMIT,
     BUSY_TIMEOUT_MS,
@@ -56,6 +62,8 @@ from desktop_proxy.history.store import (
 )
 
 log = logging.getLogger(__name__)
+
+_TRIM_EVERY = 256  # while writing lags, the buffered bodies are checked every this many records
 
 StatusState = Literal["starting", "ok", "degraded", "closed"]
 
@@ -89,6 +97,21 @@ class _Item:
     seq: int
     record: RequestRecord | RecordValues | None = None
     row: Row | None = None
+
+
+def _body_bytes(item: _Item) -> int:
+    if item.row is not None:
+        return item.row.body_size
+    if item.record is None:
+        return 0
+    return raw_body_size(values_of(item.record))
+
+
+def _drop_bodies(item: _Item) -> None:
+    if item.row is not None:
+        item.row = item.row.without_bodies()
+    elif item.record is not None:  # not mutated: the gateway may still show the record
+        item.record = RecordValues._make(without_raw_bodies(values_of(item.record)))
 
 
 @dataclass(slots=True)
@@ -156,6 +179,8 @@ class HistoryWriter:
         self._rows_since_retention = 0
         self._moved_aside: Path | None = None
         self._warned_after_close = False
+        self._trim_checked = 0  # `accepted` at the last check of the buffered bodies
+        self._bodies_trimmed = 0
 
     # --- the gateway side: never blocks, never raises -----------------------------------------
 
@@ -191,6 +216,11 @@ class HistoryWriter:
                 if len(self._items) > self._max_buffer:
                     self._drop_oldest_locked()
                 n = len(self._items)
+                # Writing lags (the database is down): bound the raw bodies waiting too,
+                # checked every _TRIM_EVERY records so that the check stays cheap.
+                if n > 2 * self._batch_size and self._accepted - self._trim_checked >= _TRIM_EVERY:
+                    self._trim_checked = self._accepted
+                    self._trim_bodies_locked()
                 if (before == 0 and n) or before < self._batch_size <= n:
                     self._cond.notify()
                 return self._accepted
@@ -345,16 +375,32 @@ class HistoryWriter:
                 )
 
     def _trim_bodies_locked(self) -> None:
-        """Keep buffered bodies within budget by dropping the oldest ones (not the records)."""
-        total = sum(i.row.body_size for i in self._items if i.row is not None)
+        """Keep buffered bodies within budget by dropping the oldest ones (not the records):
+        raw ones waiting to be prepared (the database could not even be opened) and prepared
+        ones waiting to be written alike."""
+        sizes = [_body_bytes(item) for item in self._items]
+        total = sum(sizes)
         if total <= self._max_body_bytes:
             return
-        for item in self._items:
+        for item, size in zip(self._items, sizes, strict=False):
             if total <= self._max_body_bytes:
                 break
-            if item.row is not None and item.row.body_size:
-                total -= item.row.body_size
-                item.row = item.row.without_bodies()
+            if size:
+                total -= size
+                _drop_bodies(item)
+        self._bodies_trimmed += 1
+        if self._bodies_trimmed in (1, 10, 100) or self._bodies_trimmed % 1000 == 0:
+            log.warning(
+                "history: waiting requests hold over %d MB of bodies; the oldest are kept "
+                "without them",
+                self._max_body_bytes // (1024 * 1024),
+            )
+
+    @property
+    def buffered_body_bytes(self) -> int:
+        """Bytes of bodies held by the records waiting to be written."""
+        with self._cond:
+            return sum(_body_bytes(item) for item in self._items)
 
     # --- the writer thread --------------------------------------------------------------------
 

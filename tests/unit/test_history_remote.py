@@ -194,3 +194,27 @@ def test_a_send_of_records_fits_the_enlarged_pipe_in_one_piece(tmp_path: Path) -
         os.close(write_fd)
     with open(tmp_path / "not-a-pipe", "wb") as f:
         assert enlarge_pipe(f.fileno()) is None  # refused: nothing raised
+
+
+def test_bodies_waiting_for_the_writer_process_stay_within_budget(
+    writers: list[HistoryWriterProcess], db: Path
+) -> None:
+    """Records wait in the gateway until the writer process has stored them. While it cannot
+    (here the database path is a directory), their bodies stay within budget, the oldest
+    going first; every record is kept and stored once the database is back."""
+    db.mkdir(parents=True)
+    body = b"word " * 20_000  # 100 KB, a Claude Code-sized request
+    w = start(writers, db, max_buffer_body_bytes=4_000_000, body_check_interval=0.05)
+    records = [make_record(request_body=body) for _ in range(1200)]  # 120 MB of bodies
+    for rec in records:
+        w.record(rec)
+    assert wait_for(lambda: w.buffered_body_bytes <= 4_000_000)
+    assert w.status.pending == 1200
+    db.rmdir()
+    assert w.flush(timeout=60)
+    assert len(stored(db)) == 1200
+    conn = open_db(db)
+    try:
+        assert conn.execute("SELECT count(*) FROM bodies").fetchone()[0] > 0
+    finally:
+        conn.close()

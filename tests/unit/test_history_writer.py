@@ -533,3 +533,36 @@ def test_a_damaged_compressed_body_reads_as_a_note(writers: list[HistoryWriter],
     entry = HistoryReader(db).get(rec.id)
     assert entry is not None and entry.request_body is not None
     assert entry.request_body.startswith("[body unreadable: damaged compressed data")
+
+
+def test_raw_bodies_waiting_for_a_database_that_cannot_open_stay_within_budget(
+    writers: list[HistoryWriter], db: Path
+) -> None:
+    """While the database cannot even be opened, records wait unprepared, with their raw
+    bodies: those are bounded too (the oldest lose theirs), records are all kept, and the
+    request objects the gateway still holds are left as they were."""
+    db.mkdir(parents=True)  # a directory where the database should be
+    body = b"word " * 20_000  # 100 KB, a Claude Code-sized request
+    w = new_writer(
+        writers,
+        db,
+        batch_size=10,
+        max_buffer_body_bytes=4_000_000,
+        retry_initial=0.05,
+        retry_max=0.2,
+    )
+    records = [make_record(request_body=body) for _ in range(600)]
+    for rec in records:
+        w.record(rec)
+    assert wait_for(lambda: w.status.state == "degraded")
+    assert w.status.pending == 600 and w.status.dropped == 0
+    # Checked every 256 records: at most that many bodies above the budget, not 60 MB.
+    assert w.buffered_body_bytes <= 4_000_000 + 256 * len(body)
+    assert all(rec.request_body == body for rec in records)
+    db.rmdir()
+    assert w.flush(timeout=20)
+    conn = open_db(db)
+    assert row_count(conn) == 600
+    with_bodies = {r[0] for r in conn.execute("SELECT id FROM requests JOIN bodies USING (rid)")}
+    assert 0 < len(with_bodies) < 600
+    assert records[-1].id in with_bodies and records[0].id not in with_bodies
