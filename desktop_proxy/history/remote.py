@@ -41,7 +41,12 @@ from desktop_proxy.history.record import (
     raw_body_size,
     without_raw_bodies,
 )
-from desktop_proxy.history.writer import HistoryWriter, StatusListener, WriterStatus
+from desktop_proxy.history.writer import (
+    HistoryWriter,
+    StatusListener,
+    WriterStatus,
+    warn_bodies_trimmed,
+)
 
 log = logging.getLogger("desktop_proxy.history")
 
@@ -434,12 +439,7 @@ class HistoryWriterProcess:
                 total -= size
                 self._items[index] = (seq, without_raw_bodies(values))
         self._bodies_trimmed += 1
-        if self._bodies_trimmed in (1, 10, 100) or self._bodies_trimmed % 1000 == 0:
-            log.warning(
-                "history: requests waiting for the writer hold over %d MB of bodies; the oldest "
-                "are kept without them",
-                self._max_body_bytes // (1024 * 1024),
-            )
+        warn_bodies_trimmed(self._bodies_trimmed, self._max_body_bytes)
 
     @property
     def buffered_body_bytes(self) -> int:

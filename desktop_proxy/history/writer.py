@@ -99,6 +99,16 @@ class _Item:
     row: Row | None = None
 
 
+def warn_bodies_trimmed(times: int, budget: int) -> None:
+    """Say, less and less often, that records waiting to be written lost their bodies."""
+    if times in (1, 10, 100) or times % 1000 == 0:
+        log.warning(
+            "history: requests waiting to be written hold over %d MB of bodies; the oldest are "
+            "kept without them",
+            budget // (1024 * 1024),
+        )
+
+
 def _body_bytes(item: _Item) -> int:
     if item.row is not None:
         return item.row.body_size
@@ -389,12 +399,7 @@ class HistoryWriter:
                 total -= size
                 _drop_bodies(item)
         self._bodies_trimmed += 1
-        if self._bodies_trimmed in (1, 10, 100) or self._bodies_trimmed % 1000 == 0:
-            log.warning(
-                "history: waiting requests hold over %d MB of bodies; the oldest are kept "
-                "without them",
-                self._max_body_bytes // (1024 * 1024),
-            )
+        warn_bodies_trimmed(self._bodies_trimmed, self._max_body_bytes)
 
     @property
     def buffered_body_bytes(self) -> int:
