@@ -123,16 +123,14 @@ def values_of(rec: RequestRecord | RecordValues) -> RecordValues:
     return rec if isinstance(rec, RecordValues) else RecordValues._make(plain_values(rec))
 
 
-# Records, as values or as tuples, end with their two bodies (checked in store.py).
+# A record's plain values end with its two bodies (checked in store.py).
 def raw_body_size(values: tuple[Any, ...]) -> int:
     """Bytes held by a record's raw bodies."""
     return len(values[-2] or b"") + len(values[-1] or b"")
 
 
 def without_raw_bodies(values: tuple[Any, ...]) -> tuple[Any, ...]:
-    """The same record with its bodies dropped (a RecordValues stays one)."""
-    if isinstance(values, RecordValues):
-        return values._replace(request_body=None, response_body=None)
+    """The same record's values with its bodies dropped."""
     return (*values[:-2], None, None)
 
 

@@ -37,13 +37,7 @@ from typing import Literal
 
 from desktop_proxy.config.models import HistorySettings
 from desktop_proxy.history.pricing import Price, Pricer
-from desktop_proxy.history.record import (
-    RecordValues,
-    RequestRecord,
-    raw_body_size,
-    values_of,
-    without_raw_bodies,
-)
+from desktop_proxy.history.record import RecordValues, RequestRecord, values_of
 from desktop_proxy.history.store import (
     BODY_LIMIT,
     BUSY_TIMEOUT_MS,
@@ -112,16 +106,17 @@ def warn_bodies_trimmed(times: int, budget: int) -> None:
 def _body_bytes(item: _Item) -> int:
     if item.row is not None:
         return item.row.body_size
-    if item.record is None:
+    rec = item.record
+    if rec is None:
         return 0
-    return raw_body_size(values_of(item.record))
+    return len(rec.request_body or b"") + len(rec.response_body or b"")
 
 
 def _drop_bodies(item: _Item) -> None:
     if item.row is not None:
         item.row = item.row.without_bodies()
     elif item.record is not None:  # not mutated: the gateway may still show the record
-        item.record = RecordValues._make(without_raw_bodies(values_of(item.record)))
+        item.record = values_of(item.record)._replace(request_body=None, response_body=None)
 
 
 @dataclass(slots=True)
@@ -392,7 +387,7 @@ class HistoryWriter:
         total = sum(sizes)
         if total <= self._max_body_bytes:
             return
-        for item, size in zip(self._items, sizes, strict=False):
+        for item, size in zip(self._items, sizes, strict=True):
             if total <= self._max_body_bytes:
                 break
             if size:
