@@ -29,7 +29,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from desktop_proxy.config.models import HistorySettings
 from desktop_proxy.history.pipe import WORKER_ARG, Channel, enlarge_pipe, receive
@@ -58,6 +58,29 @@ RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 # second process cannot run) is given up for a writer thread in the gateway's process.
 MAX_SILENT_DEATHS = 3
 _MAX_PER_MESSAGE = 500
+
+
+# Windows' creation flags, by value: `subprocess` only defines them on Windows.
+CREATE_NEW_PROCESS_GROUP: Final = 0x00000200
+BELOW_NORMAL_PRIORITY_CLASS: Final = 0x00004000
+CREATE_NO_WINDOW: Final = 0x08000000
+
+
+def spawn_options(platform: str) -> dict[str, Any]:
+    """How the writer process is placed among the user's processes, beyond its pipes.
+
+    Its own process group: Ctrl+C in a terminal reaches the whole foreground group, and the
+    writer must outlive it to store what the gateway sends while shutting down (it exits when
+    the gateway closes the pipe). The gateway's session, though, not a new one: Linux's
+    autogroup gives each session its own share of the CPU, and a writer in a session of its
+    own took its share from the gateway as an equal of everything else the user runs, whatever
+    its niceness. In the gateway's session it lowers its priority (worker.py) and yields to
+    the requests it records. On Windows: no console window, and below-normal priority.
+    """
+    if platform == "win32":
+        flags = CREATE_NO_WINDOW | CREATE_NEW_PROCESS_GROUP | BELOW_NORMAL_PRIORITY_CLASS
+        return {"creationflags": flags}
+    return {"process_group": 0}
 
 
 def worker_command() -> list[str]:
@@ -277,21 +300,12 @@ class HistoryWriterProcess:
     # --- the writer process -------------------------------------------------------------------
 
     def _spawn(self) -> None:
-        # Its own process group: Ctrl+C in a terminal reaches the whole foreground group, and
-        # the writer must outlive it to store what the gateway sends while shutting down (it
-        # exits when the gateway closes the pipe). On Windows, no console window either.
-        if sys.platform == "win32":
-            flags = subprocess.CREATE_NO_WINDOW | subprocess.CREATE_NEW_PROCESS_GROUP
-            child = subprocess.Popen(
-                self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, creationflags=flags
-            )
-        else:
-            child = subprocess.Popen(
-                self._command,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                start_new_session=True,
-            )
+        child = subprocess.Popen(
+            self._command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            **spawn_options(sys.platform),
+        )
         assert child.stdin is not None and child.stdout is not None
         enlarge_pipe(child.stdin.fileno())
         channel = Channel(child.stdin)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -22,6 +23,21 @@ from desktop_proxy.history.record import as_record_values
 from desktop_proxy.history.writer import HistoryWriter, WriterStatus
 
 CLOSE_TIMEOUT = 10.0
+# Added to the gateway's niceness. At 10 the writer weighs a tenth of a task at the gateway's
+# own priority: when the CPU is short, requests go first, and that tenth is still more than
+# the writer needs at the bench's peak (docs/performance.md, "History on vs off").
+NICENESS = 10
+
+
+def yield_to_the_gateway() -> None:
+    """Run below the gateway's priority, and never stop on the terminal's account."""
+    if sys.platform == "win32":
+        return  # started with BELOW_NORMAL_PRIORITY_CLASS (remote.spawn_options)
+    with contextlib.suppress(OSError):
+        os.nice(NICENESS)  # before any thread starts: Linux's niceness is per thread
+    # In a process group of its own, the writer is a background job to the terminal; a
+    # traceback written to it under `stty tostop` would otherwise stop the process.
+    signal.signal(signal.SIGTTOU, signal.SIG_IGN)
 
 
 class _ForwardLogs(logging.Handler):
@@ -60,6 +76,7 @@ class _Acks:
 def main(stdin: IO[bytes] | None = None, stdout: IO[bytes] | None = None) -> int:
     # Ctrl+C in a terminal reaches the whole process group; the gateway decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    yield_to_the_gateway()
     source = stdin or sys.stdin.buffer
     channel = Channel(stdout or sys.stdout.buffer)
     sys.stdout = sys.stderr  # nothing else may write into the pipe

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from desktop_proxy.config.models import HistorySettings, ProviderConfig
-from desktop_proxy.history import remote
+from desktop_proxy.history import remote, worker
 from desktop_proxy.history.pipe import PIPE_SIZE, Channel, enlarge_pipe, receive
 from desktop_proxy.history.pricing import Pricer
 from desktop_proxy.history.record import plain_values
@@ -105,6 +105,37 @@ def test_an_unusable_database_is_reported_from_the_writer_process(
     assert w.status.pending == 1
     # The writer process's log lines come out in the gateway's log.
     assert wait_for(lambda: "history" in caplog.text and "in memory" in caplog.text)
+
+
+def test_the_writer_process_runs_at_a_lower_priority_in_the_gateways_session(
+    writers: list[HistoryWriterProcess], db: Path
+) -> None:
+    """Its own process group (Ctrl+C stays out, see below), but the gateway's session: on
+    Linux each session is a CPU-share group of its own (autogroup), where a lower priority
+    would not count against the gateway's."""
+    w = start(writers, db)
+    w.record(make_record())
+    assert w.flush(timeout=20)  # it is up and storing
+    child = w._child
+    assert child is not None
+    if sys.platform == "win32":
+        return  # BELOW_NORMAL_PRIORITY_CLASS: checked through spawn_options below
+    assert os.getpgid(child.pid) == child.pid != os.getpgid(0)
+    assert os.getsid(child.pid) == os.getsid(0)
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, child.pid) == min(19, ours + worker.NICENESS)
+    autogroup = Path(f"/proc/{child.pid}/autogroup")
+    if autogroup.exists():  # Linux with autogroup: the same CPU-share group as the gateway
+        same = Path("/proc/self/autogroup").read_text().split()[0]
+        assert autogroup.read_text().split()[0] == same
+
+
+def test_the_writer_process_is_started_below_normal_priority_on_windows() -> None:
+    flags = remote.spawn_options("win32")["creationflags"]
+    assert flags & remote.BELOW_NORMAL_PRIORITY_CLASS
+    assert flags & remote.CREATE_NO_WINDOW and flags & remote.CREATE_NEW_PROCESS_GROUP
+    for platform in ("linux", "darwin"):
+        assert remote.spawn_options(platform) == {"process_group": 0}
 
 
 def test_a_writer_process_that_cannot_start_raises_oserror(db: Path) -> None:
