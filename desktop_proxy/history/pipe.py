@@ -4,9 +4,10 @@ Messages are tuples, pickled and length-prefixed, over the child's stdin (gatewa
 stdout (writer → gateway). Both ends are our own code from the same install; nothing from
 outside reaches these pipes.
 
-gateway → writer: ("open", path, settings, pricer), ("records", [(seq, values), ...]) where
-values is a record as a plain tuple (`record.plain_values`),
-("configure", settings, pricer), ("retention",), ("flush",), ("close", timeout)
+gateway → writer: ("open", path, settings, pricer, placement) where placement is the writer's
+priority (`priority.py`), ("records", [(seq, values), ...]) where values is a record as a
+plain tuple (`record.plain_values`), ("configure", settings, pricer), ("retention",),
+("flush",), ("background",) (lower your priority now), ("close", timeout)
 writer → gateway: ("status", WriterStatus), ("stored", seq), ("log", level, text),
 ("closed", ok)
 """

@@ -26,12 +26,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
 from desktop_proxy.config.models import HistorySettings
+from desktop_proxy.history import priority
 from desktop_proxy.history.pipe import WORKER_ARG, Channel, enlarge_pipe, receive
 from desktop_proxy.history.pricing import Pricer
 from desktop_proxy.history.record import (
@@ -74,7 +75,7 @@ def spawn_options(platform: str) -> dict[str, Any]:
     the gateway closes the pipe). The gateway's session, though, not a new one: Linux's
     autogroup gives each session its own share of the CPU, and a writer in a session of its
     own took its share from the gateway as an equal of everything else the user runs, whatever
-    its niceness. In the gateway's session it lowers its priority (worker.py) and yields to
+    its niceness. In the gateway's session it lowers its priority (priority.py) and yields to
     the requests it records. On Windows: no console window, and below-normal priority.
     """
     if platform == "win32":
@@ -102,6 +103,9 @@ class HistoryWriterProcess:
         command: Sequence[str] | None = None,
         send_interval: float = SEND_INTERVAL,
         body_check_interval: float = BODY_CHECK_INTERVAL,
+        idle_priority: bool | None = None,
+        stall_limit: float = priority.STALL_LIMIT,
+        run_delay: Callable[[int], float | None] = priority.run_delay,
     ) -> None:
         self.path = path
         self.listeners: list[StatusListener] = []
@@ -113,6 +117,15 @@ class HistoryWriterProcess:
         self._bodies_trimmed = 0
         self._command = list(command or worker_command())
         self._send_interval = send_interval
+        # Linux: the writer starts in the idle scheduling class, until it is seen starved.
+        if idle_priority is None:
+            idle_priority = priority.idle_class_available()
+        self._placement: priority.Placement = "idle" if idle_priority else "below"
+        self._watch = priority.StarvationWatch(stall_limit)
+        self._run_delay = run_delay
+        self._progress_at = 0.0  # when the writer last stored something, or was first waited on
+        self._retired: set[int] = set()  # generations stopped on purpose: not failures
+        self._stopped = False  # close() is done
 
         self._cond = threading.Condition(threading.Lock())
         # (seq, values) not yet reported stored, oldest first; those with seq <= _sent are
@@ -178,6 +191,10 @@ class HistoryWriterProcess:
             target=self._send_loop, name="desktop-proxy-history-sender", daemon=True
         )
         self._sender.start()
+        if self._placement == "idle":
+            threading.Thread(
+                target=self._watch_loop, name="desktop-proxy-history-watch", daemon=True
+            ).start()
         return self
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -225,6 +242,7 @@ class HistoryWriterProcess:
             child.kill()
         if lost:
             log.error("history: %d requests could not be written before shutdown", lost)
+        self._stopped = True
         self._set_status(replace(self._status, state="closed", pending=0))
         return lost == 0
 
@@ -314,8 +332,8 @@ class HistoryWriterProcess:
             generation = self._generation
             self._child, self._channel = child, channel
             self._sent = self._stored  # a new process gets everything not yet stored
-            settings, pricer = self._settings, self._pricer
-        channel.send(("open", str(self.path), settings, pricer))
+            settings, pricer, placement = self._settings, self._pricer, self._placement
+        channel.send(("open", str(self.path), settings, pricer, placement))
         threading.Thread(
             target=self._read_loop,
             args=(child, channel, generation),
@@ -340,12 +358,13 @@ class HistoryWriterProcess:
                 return
             self._channel = None
             closing = self._closing
+            retired = generation in self._retired
             if generation in self._heard_from:
                 self._silent_deaths = 0
-            else:
+            elif not retired:
                 self._silent_deaths += 1
             self._cond.notify_all()
-        if not closing:
+        if not (closing or retired):
             self._set_status(
                 WriterStatus(
                     "degraded",
@@ -363,6 +382,7 @@ class HistoryWriterProcess:
                     self._items.popleft()
                     self._written += 1
                 self._stored = max(self._stored, seq)
+                self._progress_at = time.monotonic()
                 self._cond.notify_all()
         elif kind == "status":
             status: WriterStatus = message[1]
@@ -394,9 +414,13 @@ class HistoryWriterProcess:
                     self._trim_bodies_locked()
                 closing = self._closing
                 channel = self._channel
+                if self._placement == "catch-up" and len(self._items) <= _MAX_PER_MESSAGE:
+                    self._control.append(("background",))  # the backlog is (almost) stored
+                    self._placement = "below"
                 control, self._control = self._control, []
                 # list() copies in one step; record() may append meanwhile (without the lock).
                 batch = [item for item in list(self._items) if item[0] > self._sent]
+                waiting = bool(self._items)  # sent or not, none stored yet
             if self._local is not None:
                 self._hand_over()  # records that raced the switch
                 if closing:
@@ -407,7 +431,7 @@ class HistoryWriterProcess:
                 continue
             if channel is None:
                 if closing:
-                    if not (batch and last_chance):
+                    if not (waiting and last_chance):
                         return
                     last_chance = False
                     with contextlib.suppress(OSError):
@@ -422,13 +446,16 @@ class HistoryWriterProcess:
                     chunk = batch[start : start + _MAX_PER_MESSAGE]
                     channel.send(("records", chunk))
                     with self._cond:
+                        if self._sent <= self._stored:  # the writer had nothing to do until now
+                            self._progress_at = time.monotonic()
                         self._sent = max(self._sent, chunk[-1][0])
                 for message in control:
                     channel.send(message)
                 if closing:
                     channel.send(("close", self._close_timeout))
-                    self._wait_for_close()
-                    return
+                    if self._wait_for_close():
+                        return
+                    continue  # it was starved: a writer at normal priority stores the rest
             except OSError:  # the process is gone; the reader notices and we restart it
                 with self._cond:
                     self._control = control + self._control
@@ -486,18 +513,51 @@ class HistoryWriterProcess:
         if items:
             local.record_many(as_record_values(values) for _, values in items)
 
-    def _wait_for_close(self) -> None:
+    def _wait_for_close(self) -> bool:
+        """False if the writer process had to be replaced because it was starved."""
         deadline = time.monotonic() + self._close_timeout + 2.0
-        with self._cond:
-            while self._closed_ok is None and self._channel is not None:
+        while True:
+            with self._cond:
+                if self._closed_ok is not None or self._channel is None:
+                    retired = self._closed_ok is None and self._generation in self._retired
+                    break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return
-                self._cond.wait(remaining)
+                    return True
+                self._cond.wait(min(remaining, 1.0))
+        if retired:
+            return False
         child = self._child
         if child is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(max(0.1, deadline - time.monotonic()))
+        return True
+
+    def _watch_loop(self) -> None:
+        # A thread of its own: the sender blocks on a full pipe when the writer gets no CPU.
+        while self._placement == "idle" and self._local is None and not self._stopped:
+            time.sleep(1.0)
+            self._check_starvation(time.monotonic())
+
+    def _check_starvation(self, now: float) -> None:
+        """A writer in the idle class gets no CPU time while every CPU is busy, and cannot leave
+        that class by itself: replace it with one that catches up at normal priority."""
+        with self._cond:
+            child, generation = self._child, self._generation
+            stalled_for = now - self._progress_at if self._sent > self._stored else 0.0
+        if child is None or child.poll() is not None:
+            return
+        if not self._watch.starved(now, stalled_for, self._run_delay(child.pid)):
+            return
+        log.warning(
+            "history: the writer process got no CPU time for %.0f s at idle priority (every "
+            "CPU is busy); starting it again at normal priority",
+            stalled_for,
+        )
+        with self._cond:
+            self._placement = "catch-up"
+            self._retired.add(generation)
+        child.kill()  # what it had not stored yet goes to the next one
 
 
 AnyHistoryWriter = HistoryWriter | HistoryWriterProcess

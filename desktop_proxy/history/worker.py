@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import os
 import signal
 import sys
 import threading
@@ -19,25 +18,11 @@ from typing import IO
 
 from desktop_proxy.heap import settle_heap, tune_for_batches
 from desktop_proxy.history.pipe import Channel, receive
+from desktop_proxy.history.priority import enter_background, step_back
 from desktop_proxy.history.record import as_record_values
 from desktop_proxy.history.writer import HistoryWriter, WriterStatus
 
 CLOSE_TIMEOUT = 10.0
-# Added to the gateway's niceness. At 10 the writer weighs a tenth of a task at the gateway's
-# own priority: when the CPU is short, requests go first, and that tenth is still more than
-# the writer needs at the bench's peak (docs/performance.md, "History on vs off").
-NICENESS = 10
-
-
-def yield_to_the_gateway() -> None:
-    """Run below the gateway's priority, and never stop on the terminal's account."""
-    if sys.platform == "win32":
-        return  # started with BELOW_NORMAL_PRIORITY_CLASS (remote.spawn_options)
-    with contextlib.suppress(OSError):
-        os.nice(NICENESS)  # before any thread starts: Linux's niceness is per thread
-    # In a process group of its own, the writer is a background job to the terminal; a
-    # traceback written to it under `stty tostop` would otherwise stop the process.
-    signal.signal(signal.SIGTTOU, signal.SIG_IGN)
 
 
 class _ForwardLogs(logging.Handler):
@@ -76,7 +61,6 @@ class _Acks:
 def main(stdin: IO[bytes] | None = None, stdout: IO[bytes] | None = None) -> int:
     # Ctrl+C in a terminal reaches the whole process group; the gateway decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    yield_to_the_gateway()
     source = stdin or sys.stdin.buffer
     channel = Channel(stdout or sys.stdout.buffer)
     sys.stdout = sys.stderr  # nothing else may write into the pipe
@@ -87,7 +71,7 @@ def main(stdin: IO[bytes] | None = None, stdout: IO[bytes] | None = None) -> int
     opening = receive(source)
     if opening is None or opening[0] != "open":
         return 2
-    _, path, settings, pricer = opening
+    _, path, settings, pricer, placement = opening
     writer = HistoryWriter(
         Path(path),
         settings=settings,
@@ -100,6 +84,9 @@ def main(stdin: IO[bytes] | None = None, stdout: IO[bytes] | None = None) -> int
         pricer.warm_up()  # here rather than in the writer thread: frozen with the rest below
     settle_heap()  # nothing is buffered yet
     tune_for_batches()
+    # After start-up, which a replacement for a starved writer must get through quickly, and
+    # before the writer's thread starts, which inherits it.
+    enter_background(placement)
     acks = _Acks(channel)
     writer.progress_listeners.append(acks.stored_up_to)
     writer.listeners.append(lambda status: _send_status(channel, status))
@@ -121,6 +108,8 @@ def main(stdin: IO[bytes] | None = None, stdout: IO[bytes] | None = None) -> int
             writer.configure(message[1], message[2])
         elif kind == "retention":
             writer.run_retention_soon()
+        elif kind == "background":  # caught up after replacing a starved writer
+            step_back()
         elif kind == "close":
             ok = writer.close(message[1])
             break

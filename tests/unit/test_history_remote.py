@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from desktop_proxy.config.models import HistorySettings, ProviderConfig
-from desktop_proxy.history import remote, worker
+from desktop_proxy.history import priority, remote
 from desktop_proxy.history.pipe import PIPE_SIZE, Channel, enlarge_pipe, receive
 from desktop_proxy.history.pricing import Pricer
 from desktop_proxy.history.record import plain_values
@@ -107,13 +107,14 @@ def test_an_unusable_database_is_reported_from_the_writer_process(
     assert wait_for(lambda: "history" in caplog.text and "in memory" in caplog.text)
 
 
+@pytest.mark.parametrize("idle", [None, False], ids=["default", "normal-class"])
 def test_the_writer_process_runs_at_a_lower_priority_in_the_gateways_session(
-    writers: list[HistoryWriterProcess], db: Path
+    writers: list[HistoryWriterProcess], db: Path, idle: bool | None
 ) -> None:
     """Its own process group (Ctrl+C stays out, see below), but the gateway's session: on
     Linux each session is a CPU-share group of its own (autogroup), where a lower priority
     would not count against the gateway's."""
-    w = start(writers, db)
+    w = start(writers, db, idle_priority=idle)
     w.record(make_record())
     assert w.flush(timeout=20)  # it is up and storing
     child = w._child
@@ -123,11 +124,62 @@ def test_the_writer_process_runs_at_a_lower_priority_in_the_gateways_session(
     assert os.getpgid(child.pid) == child.pid != os.getpgid(0)
     assert os.getsid(child.pid) == os.getsid(0)
     ours = os.getpriority(os.PRIO_PROCESS, 0)
-    assert os.getpriority(os.PRIO_PROCESS, child.pid) == min(19, ours + worker.NICENESS)
+    assert os.getpriority(os.PRIO_PROCESS, child.pid) == min(19, ours + priority.NICENESS)
+    assert priority.runs_idle(child.pid) is (idle is None and priority.idle_class_available())
     autogroup = Path(f"/proc/{child.pid}/autogroup")
     if autogroup.exists():  # Linux with autogroup: the same CPU-share group as the gateway
         same = Path("/proc/self/autogroup").read_text().split()[0]
         assert autogroup.read_text().split()[0] == same
+
+
+def starving(writers: list[HistoryWriterProcess], db: Path) -> HistoryWriterProcess:
+    """A writer in the idle class that stops storing (stopped by a signal) while, as far as
+    the gateway can tell, it waits to run all the time: a machine whose CPUs are all busy."""
+    w = start(
+        writers, db, idle_priority=True, stall_limit=0.5, run_delay=lambda pid: time.monotonic()
+    )
+    w.record(make_record())
+    assert w.flush(timeout=20)
+    assert w._child is not None
+    os.kill(w._child.pid, signal.SIGSTOP)
+    return w
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the idle class and SIGSTOP are POSIX's")
+def test_a_starved_writer_is_replaced_by_one_at_normal_priority_and_nothing_is_lost(
+    writers: list[HistoryWriterProcess], db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    w = starving(writers, db)
+    stopped = w._child
+    states: list[str] = []
+    w.listeners.append(lambda status: states.append(status.state))
+    records = [make_record() for _ in range(200)]
+    for rec in records:
+        w.record(rec)
+    assert w.flush(timeout=30)
+    assert w._child is not stopped
+    assert len(stored(db)) == 201  # each exactly once
+    assert "degraded" not in states  # a replacement on purpose, not a failure
+    assert "no CPU time" in caplog.text and "normal priority" in caplog.text
+    # The replacement caught up at the gateway's priority, then stepped back, out of the idle
+    # class for good.
+    child = w._child
+    assert child is not None and not priority.runs_idle(child.pid)
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    assert wait_for(
+        lambda: os.getpriority(os.PRIO_PROCESS, child.pid) == min(19, ours + priority.NICENESS)
+    )
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the idle class and SIGSTOP are POSIX's")
+def test_a_writer_starved_while_the_gateway_shuts_down_is_replaced_and_stores_everything(
+    writers: list[HistoryWriterProcess], db: Path
+) -> None:
+    w = starving(writers, db)
+    for _ in range(100):
+        w.record(make_record())
+    assert w.close(timeout=10) is True
+    assert len(stored(db)) == 101
 
 
 def test_the_writer_process_is_started_below_normal_priority_on_windows() -> None:
@@ -152,7 +204,7 @@ def test_the_writer_process_outlives_ctrl_c_and_stores_what_it_has_when_the_gate
     child = subprocess.Popen(worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert child.stdin is not None and child.stdout is not None
     channel = Channel(child.stdin)
-    channel.send(("open", str(db), HistorySettings(), pricer()))
+    channel.send(("open", str(db), HistorySettings(), pricer(), False))
     records = [make_record() for _ in range(20)]
     channel.send(("records", [(n + 1, plain_values(r)) for n, r in enumerate(records)]))
     if sys.platform != "win32":
