@@ -516,17 +516,14 @@ class HistoryWriterProcess:
     def _wait_for_close(self) -> bool:
         """False if the writer process had to be replaced because it was starved."""
         deadline = time.monotonic() + self._close_timeout + 2.0
-        while True:
-            with self._cond:
-                if self._closed_ok is not None or self._channel is None:
-                    retired = self._closed_ok is None and self._generation in self._retired
-                    break
+        with self._cond:
+            while self._closed_ok is None and self._channel is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return True
-                self._cond.wait(min(remaining, 1.0))
-        if retired:
-            return False
+                self._cond.wait(remaining)
+            if self._closed_ok is None and self._generation in self._retired:
+                return False
         child = self._child
         if child is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -550,8 +547,8 @@ class HistoryWriterProcess:
         if not self._watch.starved(now, stalled_for, self._run_delay(child.pid)):
             return
         log.warning(
-            "history: the writer process got no CPU time for %.0f s at idle priority (every "
-            "CPU is busy); starting it again at normal priority",
+            "history: the writer process stored nothing for %.0f s, getting no CPU time at idle "
+            "priority (every CPU is busy); starting it again at normal priority",
             stalled_for,
         )
         with self._cond:
