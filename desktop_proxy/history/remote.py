@@ -124,8 +124,9 @@ class HistoryWriterProcess:
         self._watch = priority.StarvationWatch(stall_limit)
         self._run_delay = run_delay
         self._progress_at = 0.0  # when the writer last stored something, or was first waited on
-        self._retired: set[int] = set()  # generations stopped on purpose: not failures
-        self._stopped = False  # close() is done
+        # The generation stopped on purpose, for starving (at most one: the writer leaves the
+        # idle class for good): its end is not a failure.
+        self._retired = 0
 
         self._cond = threading.Condition(threading.Lock())
         # (seq, values) not yet reported stored, oldest first; those with seq <= _sent are
@@ -242,7 +243,6 @@ class HistoryWriterProcess:
             child.kill()
         if lost:
             log.error("history: %d requests could not be written before shutdown", lost)
-        self._stopped = True
         self._set_status(replace(self._status, state="closed", pending=0))
         return lost == 0
 
@@ -358,7 +358,7 @@ class HistoryWriterProcess:
                 return
             self._channel = None
             closing = self._closing
-            retired = generation in self._retired
+            retired = generation == self._retired
             if generation in self._heard_from:
                 self._silent_deaths = 0
             elif not retired:
@@ -522,7 +522,7 @@ class HistoryWriterProcess:
                 if remaining <= 0:
                     return True
                 self._cond.wait(remaining)
-            if self._closed_ok is None and self._generation in self._retired:
+            if self._closed_ok is None and self._generation == self._retired:
                 return False
         child = self._child
         if child is not None:
@@ -532,7 +532,7 @@ class HistoryWriterProcess:
 
     def _watch_loop(self) -> None:
         # A thread of its own: the sender blocks on a full pipe when the writer gets no CPU.
-        while self._placement == "idle" and self._local is None and not self._stopped:
+        while self._placement == "idle" and self._local is None and self._status.state != "closed":
             time.sleep(1.0)
             self._check_starvation(time.monotonic())
 
@@ -553,7 +553,7 @@ class HistoryWriterProcess:
         )
         with self._cond:
             self._placement = "catch-up"
-            self._retired.add(generation)
+            self._retired = generation
         child.kill()  # what it had not stored yet goes to the next one
 
 
