@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -270,6 +271,19 @@ def paired_costs(run: Run, scenario: str) -> list[float]:
     return [1 - on / off for off, on in zip(offs, ons, strict=False) if off and on is not None]
 
 
+def median_interval(
+    costs: list[float], confidence: float = 0.95, resamples: int = 2000
+) -> tuple[float, float]:
+    """A bootstrap interval for the median of `costs`: how far another run's median could
+    plausibly fall. Seeded, so that one run's report always says the same."""
+    if len(costs) < 2:
+        return (costs[0], costs[0]) if costs else (math.nan, math.nan)
+    draw = random.Random(0).choices
+    medians = sorted(statistics.median(draw(costs, k=len(costs))) for _ in range(resamples))
+    tail = (1 - confidence) / 2
+    return medians[int(tail * resamples)], medians[math.ceil((1 - tail) * resamples) - 1]
+
+
 def history_verdict(run: Run) -> Verdict:
     # Against the minimal upstream only: there the gateway is the bottleneck, so history's
     # cost shows; behind a slower upstream the upstream would limit both and hide it.
@@ -292,9 +306,15 @@ def history_verdict(run: Run) -> Verdict:
             )
             off = run.median(f"history-c{c}", GATEWAY, "rps") or 0.0
             on = run.median(f"history-c{c}", HISTORY, "rps") or 0.0
+            # With ten rounds on a noisy machine one run's median can land either side of the
+            # budget; the interval says whether this run settles it (docs/performance.md).
+            lo95, hi95 = median_interval(costs)
+            unsettled = lo95 <= MAX_HISTORY_COST < hi95
             figures.append(
                 f"c={c}: {cost * 100:+.0f}% cost, median of {len(costs)} paired rounds "
-                f"(middle half {low * 100:+.0f}% to {high * 100:+.0f}%; "
+                f"(middle half {low * 100:+.0f}% to {high * 100:+.0f}%; 95% interval of the "
+                f"median {lo95 * 100:+.0f}% to {hi95 * 100:+.0f}%"
+                f"{', which spans the budget' if unsettled else ''}; "
                 f"{on:,.0f} vs {off:,.0f} req/s)"
             )
         else:  # no paired phase (--history-rounds 0): the chat scenario's medians

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +70,35 @@ def test_without_paired_rounds_the_chat_scenario_decides() -> None:
     verdict = report.history_verdict(run)
     assert verdict.verdict == "FAIL"
     assert "c=10: 4,000 vs 5,000 req/s = +20% cost" in verdict.figure
+
+
+def paired(costs: list[float], off: float = 5000.0) -> list[tuple[float, float]]:
+    return [(off, off * (1 - cost)) for cost in costs]
+
+
+def test_the_figure_says_when_rounds_too_scattered_to_settle_the_budget() -> None:
+    # Ten rounds whose median is under the budget, but whose spread puts another run's median
+    # above it as easily: the report must not let the PASS read as settled.
+    scattered = [0.22, -0.12, 0.15, 0.02, 0.19, -0.05, 0.11, 0.04, 0.16, 0.08]
+    verdict = report.history_verdict(run_with(paired(scattered)))
+    assert verdict.verdict == "PASS"
+    assert "c=10: +9% cost" in verdict.figure
+    assert "which spans the budget" in verdict.figure
+
+    steady = [0.05, 0.06, 0.04, 0.05, 0.07, 0.05, 0.06, 0.04, 0.05, 0.06]
+    verdict = report.history_verdict(run_with(paired(steady)))
+    assert verdict.verdict == "PASS"
+    assert "95% interval of the median +5% to +6%;" in verdict.figure
+    assert "spans the budget" not in verdict.figure
+
+
+def test_the_interval_brackets_the_median_and_narrows_with_more_rounds() -> None:
+    costs = [0.02, 0.18, 0.09, 0.11, -0.04, 0.14, 0.07, 0.12, 0.01, 0.16]
+    low, high = report.median_interval(costs)
+    assert min(costs) <= low <= statistics.median(costs) <= high <= max(costs)
+    assert report.median_interval(costs) == (low, high)  # seeded: one run, one report
+    low4, high4 = report.median_interval(costs * 4)
+    assert high4 - low4 < high - low
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads Linux's /proc")
