@@ -54,7 +54,11 @@ class Channel:
 
     def send(self, message: tuple[Any, ...]) -> None:
         """Raises OSError (BrokenPipeError) when the other side or this one closed the pipe."""
-        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        self.send_encoded(encode(message))
+
+    def send_encoded(self, data: bytes) -> None:
+        """Send a message `encode` made (kept to send again, for instance). Raises OSError as
+        `send` does."""
         with self._lock:
             if self._closed:
                 raise BrokenPipeError("the history pipe is closed")
@@ -70,6 +74,17 @@ class Channel:
                     self._stream.close()
 
 
+def encode(message: tuple[Any, ...]) -> bytes:
+    return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def decode(data: bytes) -> tuple[Any, ...]:
+    message = pickle.loads(data)
+    if not isinstance(message, tuple) or not message:
+        raise ValueError("history pipe: not a message")
+    return message
+
+
 def receive(stream: IO[bytes]) -> tuple[Any, ...] | None:
     """The next message, or None when the other side closed the pipe."""
     header = _read_exactly(stream, _HEADER.size)
@@ -79,10 +94,7 @@ def receive(stream: IO[bytes]) -> tuple[Any, ...] | None:
     data = _read_exactly(stream, length)
     if data is None:
         return None
-    message = pickle.loads(data)
-    if not isinstance(message, tuple) or not message:
-        raise ValueError("history pipe: not a message")
-    return message
+    return decode(data)
 
 
 def _read_exactly(stream: IO[bytes], n: int) -> bytes | None:

@@ -8,9 +8,12 @@ gateway's side only takes each record's values (one C call) and a sender thread 
 in batches down a pipe to `desktop-proxy _history-writer` (`worker.py`), which runs the
 ordinary HistoryWriter.
 
-Nothing accepted is lost: records stay in this process's buffer until the writer process
-reports them stored; if it dies, a new one is started and gets them again (the database
-ignores ids it already has). The buffer is bounded like the writer's own.
+Nothing accepted is lost: what was sent stays in this process, as the pickled message it was
+sent as, until the writer process reports it stored; if the process dies, a new one is started
+and gets those messages again (the database ignores ids it already has). The records themselves
+are let go once pickled: kept as thousands of small objects until stored, they cost the event
+loop ~10–20 µs per request under load (docs/performance.md, "History on vs off"). The buffer is
+bounded like the writer's own.
 
 Same interface as HistoryWriter: `record`, `flush`, `close`, `configure`, `status`, listeners.
 """
@@ -26,14 +29,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
 from desktop_proxy.config.models import HistorySettings
 from desktop_proxy.history import priority
-from desktop_proxy.history.pipe import WORKER_ARG, Channel, enlarge_pipe, receive
+from desktop_proxy.history.pipe import WORKER_ARG, Channel, decode, encode, enlarge_pipe, receive
 from desktop_proxy.history.pricing import Pricer
 from desktop_proxy.history.record import (
     RequestRecord,
@@ -84,6 +87,36 @@ def spawn_options(platform: str) -> dict[str, Any]:
     return {"process_group": 0}
 
 
+@dataclass(slots=True)
+class _Sent:
+    """Records handed to the writer process and not yet reported stored: the message as sent,
+    to send again should the process die."""
+
+    first: int  # the records' sequence numbers, first and last
+    last: int
+    count: int
+    data: bytes  # from pipe.encode
+    body_bytes: int  # of raw bodies in it (the buffer's budget for bodies)
+
+    @classmethod
+    def of(cls, chunk: list[tuple[int, tuple[Any, ...]]]) -> _Sent:
+        return cls(
+            chunk[0][0],
+            chunk[-1][0],
+            len(chunk),
+            encode(("records", chunk)),
+            sum(raw_body_size(values) for _, values in chunk),
+        )
+
+    def records(self) -> list[tuple[int, tuple[Any, ...]]]:
+        chunk: list[tuple[int, tuple[Any, ...]]] = decode(self.data)[1]
+        return chunk
+
+    def drop_bodies(self) -> None:
+        self.data = encode(("records", [(seq, without_raw_bodies(v)) for seq, v in self.records()]))
+        self.body_bytes = 0
+
+
 def worker_command() -> list[str]:
     """How to start the writer process: the same program, with the hidden command."""
     if getattr(sys, "frozen", False):  # the installed app (PyInstaller)
@@ -129,11 +162,14 @@ class HistoryWriterProcess:
         self._retired = 0
 
         self._cond = threading.Condition(threading.Lock())
-        # (seq, values) not yet reported stored, oldest first; those with seq <= _sent are
-        # with the writer process already.
+        # (seq, values) not yet sent, oldest first; then what was sent and not yet reported
+        # stored, oldest first, and how many records that holds.
         self._items: collections.deque[tuple[int, tuple[Any, ...]]] = collections.deque()
+        self._unsettled: collections.deque[_Sent] = collections.deque()
+        self._unsettled_count = 0
+        self._resend = False  # a new process: everything unsettled goes to it first
         self._counter = itertools.count(1)
-        self._sent = 0
+        self._sent = 0  # the newest record handed to the current process
         self._stored = 0
         self._dropped = 0
         self._written = 0
@@ -170,11 +206,9 @@ class HistoryWriterProcess:
                     log.warning("history writer is closed: a request was not recorded")
                 return
             self._items.append((next(self._counter), plain_values(rec)))
-            if len(self._items) > self._max_buffer:
+            if len(self._items) + self._unsettled_count > self._max_buffer:
                 with self._cond:
-                    while len(self._items) > self._max_buffer:
-                        self._items.popleft()
-                        self._dropped += 1
+                    self._shed_locked()
         except Exception:  # pragma: no cover - the gateway must never see an error from here
             with contextlib.suppress(Exception):
                 log.exception("history: could not accept a record")
@@ -198,19 +232,41 @@ class HistoryWriterProcess:
             ).start()
         return self
 
+    def _shed_locked(self) -> None:
+        """Over the buffer's bound: the oldest go first. What was sent goes a message at a time
+        (the writer process may still store it, but could not be given it again)."""
+        while len(self._items) + self._unsettled_count > self._max_buffer:
+            if self._unsettled:
+                sent = self._unsettled.popleft()
+                self._unsettled_count -= sent.count
+                self._dropped += sent.count
+            else:
+                self._items.popleft()
+                self._dropped += 1
+
+    def _oldest_pending_locked(self) -> int | None:
+        if self._unsettled:
+            return self._unsettled[0].first
+        return self._items[0][0] if self._items else None
+
+    def _newest_pending_locked(self) -> int | None:
+        if self._items:
+            return self._items[-1][0]
+        return self._unsettled[-1].last if self._unsettled else None
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every record accepted so far is stored. True if it was."""
         if self._local is not None:
             return self._local.flush(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            if not self._items:
+            target = self._newest_pending_locked()
+            if target is None:
                 return True
-            target = self._items[-1][0]
             self._control.append(("flush",))
             self._cond.notify_all()
             # Done when nothing up to `target` is left: stored, or dropped by a full buffer.
-            while self._items and self._items[0][0] <= target:
+            while (oldest := self._oldest_pending_locked()) is not None and oldest <= target:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
@@ -234,10 +290,12 @@ class HistoryWriterProcess:
             return self._local.close(timeout)
         with self._cond:
             self._sender = None
-            lost = len(self._items)
+            lost = len(self._items) + self._unsettled_count
             if lost:
                 self._dropped += lost
                 self._items.clear()
+                self._unsettled.clear()
+                self._unsettled_count = 0
         child = self._child
         if child is not None and child.poll() is None:
             child.kill()
@@ -285,7 +343,7 @@ class HistoryWriterProcess:
         if self._local is not None:
             return self._local.pending
         with self._cond:
-            return len(self._items)
+            return len(self._items) + self._unsettled_count
 
     @property
     def dropped(self) -> int:
@@ -297,7 +355,7 @@ class HistoryWriterProcess:
     def _snapshot_locked(self, status: WriterStatus) -> WriterStatus:
         return replace(
             status,
-            pending=len(self._items),
+            pending=len(self._items) + self._unsettled_count,
             dropped=self._dropped + self._child_status.dropped,
             written=self._written,
         )
@@ -331,7 +389,8 @@ class HistoryWriterProcess:
             self._generation += 1
             generation = self._generation
             self._child, self._channel = child, channel
-            self._sent = self._stored  # a new process gets everything not yet stored
+            self._sent = self._stored
+            self._resend = True  # a new process gets everything not yet stored
             settings, pricer, placement = self._settings, self._pricer, self._placement
         channel.send(("open", str(self.path), settings, pricer, placement))
         threading.Thread(
@@ -378,9 +437,11 @@ class HistoryWriterProcess:
         if kind == "stored":
             with self._cond:
                 seq = int(message[1])
-                while self._items and self._items[0][0] <= seq:
-                    self._items.popleft()
-                    self._written += 1
+                # Stored per message sent, so a message is settled whole.
+                while self._unsettled and self._unsettled[0].last <= seq:
+                    sent = self._unsettled.popleft()
+                    self._unsettled_count -= sent.count
+                    self._written += sent.count
                 self._stored = max(self._stored, seq)
                 self._progress_at = time.monotonic()
                 self._cond.notify_all()
@@ -406,21 +467,20 @@ class HistoryWriterProcess:
                 if not self._closing:
                     self._cond.wait(self._send_interval)
                 now = time.monotonic()
-                if (
-                    len(self._items) > _MAX_PER_MESSAGE
-                    and now - weighed >= self._body_check_interval
-                ):
+                pending = len(self._items) + self._unsettled_count
+                if pending > _MAX_PER_MESSAGE and now - weighed >= self._body_check_interval:
                     weighed = now
                     self._trim_bodies_locked()
                 closing = self._closing
                 channel = self._channel
-                if self._placement == "catch-up" and len(self._items) <= _MAX_PER_MESSAGE:
+                if self._placement == "catch-up" and pending <= _MAX_PER_MESSAGE:
                     self._control.append(("background",))  # the backlog is (almost) stored
                     self._placement = "below"
                 control, self._control = self._control, []
-                # list() copies in one step; record() may append meanwhile (without the lock).
-                batch = [item for item in list(self._items) if item[0] > self._sent]
-                waiting = bool(self._items)  # sent or not, none stored yet
+                resend: list[_Sent] = []
+                if channel is not None and self._resend:
+                    resend, self._resend = list(self._unsettled), False
+                waiting = pending > 0  # sent or not, none stored yet
             if self._local is not None:
                 self._hand_over()  # records that raced the switch
                 if closing:
@@ -442,13 +502,14 @@ class HistoryWriterProcess:
                     self._spawn()
                 continue
             try:
-                for start in range(0, len(batch), _MAX_PER_MESSAGE):
-                    chunk = batch[start : start + _MAX_PER_MESSAGE]
-                    channel.send(("records", chunk))
+                sent_any = False
+                for sent in itertools.chain(resend, self._take_messages()):
+                    channel.send_encoded(sent.data)
+                    sent_any = True
                     with self._cond:
                         if self._sent <= self._stored:  # the writer had nothing to do until now
                             self._progress_at = time.monotonic()
-                        self._sent = max(self._sent, chunk[-1][0])
+                        self._sent = max(self._sent, sent.last)
                 for message in control:
                     channel.send(message)
                 if closing:
@@ -461,8 +522,22 @@ class HistoryWriterProcess:
                     self._control = control + self._control
                 time.sleep(0.05)
                 continue
-            if batch:
+            if sent_any:
                 delays = iter(RESTART_DELAYS)
+
+    def _take_messages(self) -> Iterator[_Sent]:
+        """The records not sent yet, a message at a time, each moved to the unsettled ones as
+        it is made (so that a flush never misses it) and sent after."""
+        while True:
+            with self._cond:
+                # record() appends at the right end meanwhile, without the lock.
+                count = min(len(self._items), _MAX_PER_MESSAGE)
+                if not count:
+                    return
+                sent = _Sent.of([self._items.popleft() for _ in range(count)])
+                self._unsettled.append(sent)
+                self._unsettled_count += sent.count
+            yield sent
 
     def _trim_bodies_locked(self) -> None:
         """Records wait here until the writer process has stored them: while it cannot (the
@@ -470,9 +545,15 @@ class HistoryWriterProcess:
         oldest ones, not the records. Claude Code's requests are 50–200 KB each."""
         items = list(self._items)  # record() appends without the lock; the left end is ours
         sizes = [raw_body_size(values) for _, values in items]
-        total = sum(sizes)
+        total = sum(sizes) + sum(sent.body_bytes for sent in self._unsettled)
         if total <= self._max_body_bytes:
             return
+        for sent in self._unsettled:  # the oldest; the writer process has its own copy
+            if total <= self._max_body_bytes:
+                break
+            if sent.body_bytes:
+                total -= sent.body_bytes
+                sent.drop_bodies()
         for index, ((seq, values), size) in enumerate(zip(items, sizes, strict=True)):
             if total <= self._max_body_bytes:
                 break
@@ -488,7 +569,9 @@ class HistoryWriterProcess:
         if self._local is not None:
             return self._local.buffered_body_bytes
         with self._cond:
-            return sum(raw_body_size(values) for _, values in self._items)
+            return sum(raw_body_size(values) for _, values in self._items) + sum(
+                sent.body_bytes for sent in self._unsettled
+            )
 
     def _give_up_the_process(self) -> None:
         log.warning(
@@ -508,7 +591,11 @@ class HistoryWriterProcess:
         local = self._local
         assert local is not None
         with self._cond:
-            items = list(self._items)
+            unsettled = list(self._unsettled)
+            self._unsettled.clear()
+            self._unsettled_count = 0
+            items = [item for sent in unsettled for item in sent.records()]
+            items += list(self._items)
             self._items.clear()
         if items:
             local.record_many(as_record_values(values) for _, values in items)

@@ -94,6 +94,46 @@ def test_a_crashed_writer_process_is_restarted_and_nothing_is_lost(
     assert w._child is not child
 
 
+def test_what_a_dying_writer_process_had_received_but_not_stored_goes_to_its_successor(
+    writers: list[HistoryWriterProcess], db: Path
+) -> None:
+    """The gateway lets records go once sent, keeping the messages as sent: those are what
+    a new process gets when the one holding the records dies before storing them."""
+    db.mkdir(parents=True)  # unusable: the writer process holds what it receives
+    w = start(writers, db)
+    records = [make_record(request_body=b'{"n": %d}' % i) for i in range(200)]
+    for rec in records:
+        w.record(rec)
+    assert wait_for(lambda: w._sent >= 200)  # all of them handed to the process
+    assert w.status.pending == 200
+    child = w._child
+    assert child is not None
+    child.kill()
+    db.rmdir()
+    assert w.flush(timeout=30)
+    assert sorted(stored(db)) == sorted(r.id for r in records)  # each exactly once
+    assert w._child is not child
+    conn = open_db(db)
+    try:
+        assert conn.execute("SELECT count(*) FROM bodies").fetchone()[0] == 200
+    finally:
+        conn.close()
+
+
+def test_a_full_buffer_drops_the_oldest_and_counts_them(
+    writers: list[HistoryWriterProcess], db: Path
+) -> None:
+    db.mkdir(parents=True)  # nothing can be stored: records pile up
+    w = start(writers, db, max_buffer=300)
+    for i in range(1000):
+        w.record(make_record())
+        if i % 100 == 99:
+            time.sleep(0.1)  # the sender hands some over meanwhile, as under real load
+    assert wait_for(lambda: w._sent > 0)
+    assert w.status.pending <= 300
+    assert w.dropped + w.status.pending == 1000  # each one either waits or is counted
+
+
 def test_an_unusable_database_is_reported_from_the_writer_process(
     writers: list[HistoryWriterProcess], db: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
