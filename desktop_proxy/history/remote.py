@@ -99,14 +99,13 @@ class _Sent:
     body_bytes: int  # of raw bodies in it (the buffer's budget for bodies)
 
     @classmethod
-    def of(cls, chunk: list[tuple[int, tuple[Any, ...]]]) -> _Sent:
-        return cls(
-            chunk[0][0],
-            chunk[-1][0],
-            len(chunk),
-            encode(("records", chunk)),
-            sum(raw_body_size(values) for _, values in chunk),
-        )
+    def reserve(cls, chunk: list[tuple[int, tuple[Any, ...]]]) -> _Sent:
+        """Counted as pending at once; `fill` makes the message (outside the lock)."""
+        return cls(chunk[0][0], chunk[-1][0], len(chunk), b"", 0)
+
+    def fill(self, chunk: list[tuple[int, tuple[Any, ...]]]) -> None:
+        self.data = encode(("records", chunk))
+        self.body_bytes = sum(raw_body_size(values) for _, values in chunk)
 
     def records(self) -> list[tuple[int, tuple[Any, ...]]]:
         chunk: list[tuple[int, tuple[Any, ...]]] = decode(self.data)[1]
@@ -468,9 +467,10 @@ class HistoryWriterProcess:
                     self._cond.wait(self._send_interval)
                 now = time.monotonic()
                 pending = len(self._items) + self._unsettled_count
+                too_big: list[_Sent] = []
                 if pending > _MAX_PER_MESSAGE and now - weighed >= self._body_check_interval:
                     weighed = now
-                    self._trim_bodies_locked()
+                    too_big = self._trim_bodies_locked()
                 closing = self._closing
                 channel = self._channel
                 if self._placement == "catch-up" and pending <= _MAX_PER_MESSAGE:
@@ -481,6 +481,8 @@ class HistoryWriterProcess:
                 if channel is not None and self._resend:
                     resend, self._resend = list(self._unsettled), False
                 waiting = pending > 0  # sent or not, none stored yet
+            for sent in too_big:  # only this thread touches a message's data
+                sent.drop_bodies()
             if self._local is not None:
                 self._hand_over()  # records that raced the switch
                 if closing:
@@ -526,34 +528,39 @@ class HistoryWriterProcess:
                 delays = iter(RESTART_DELAYS)
 
     def _take_messages(self) -> Iterator[_Sent]:
-        """The records not sent yet, a message at a time, each moved to the unsettled ones as
-        it is made (so that a flush never misses it) and sent after."""
+        """The records not sent yet, a message at a time, each counted among the unsettled ones
+        before it is made (so that a flush never misses it) and sent after."""
         while True:
             with self._cond:
                 # record() appends at the right end meanwhile, without the lock.
                 count = min(len(self._items), _MAX_PER_MESSAGE)
                 if not count:
                     return
-                sent = _Sent.of([self._items.popleft() for _ in range(count)])
+                chunk = [self._items.popleft() for _ in range(count)]
+                sent = _Sent.reserve(chunk)
                 self._unsettled.append(sent)
                 self._unsettled_count += sent.count
+            # Pickled outside the lock: `status` readers (the tray's UI thread) never wait on it.
+            sent.fill(chunk)
             yield sent
 
-    def _trim_bodies_locked(self) -> None:
+    def _trim_bodies_locked(self) -> list[_Sent]:
         """Records wait here until the writer process has stored them: while it cannot (the
         disk is full, the database locked), keep their bodies within budget by dropping the
-        oldest ones, not the records. Claude Code's requests are 50–200 KB each."""
+        oldest ones, not the records. Claude Code's requests are 50–200 KB each. Returns the
+        sent messages to drop the bodies from (the caller does, outside the lock)."""
         items = list(self._items)  # record() appends without the lock; the left end is ours
         sizes = [raw_body_size(values) for _, values in items]
         total = sum(sizes) + sum(sent.body_bytes for sent in self._unsettled)
         if total <= self._max_body_bytes:
-            return
+            return []
+        too_big = []
         for sent in self._unsettled:  # the oldest; the writer process has its own copy
             if total <= self._max_body_bytes:
                 break
             if sent.body_bytes:
                 total -= sent.body_bytes
-                sent.drop_bodies()
+                too_big.append(sent)
         for index, ((seq, values), size) in enumerate(zip(items, sizes, strict=True)):
             if total <= self._max_body_bytes:
                 break
@@ -562,6 +569,7 @@ class HistoryWriterProcess:
                 self._items[index] = (seq, without_raw_bodies(values))
         self._bodies_trimmed += 1
         warn_bodies_trimmed(self._bodies_trimmed, self._max_body_bytes)
+        return too_big
 
     @property
     def buffered_body_bytes(self) -> int:
