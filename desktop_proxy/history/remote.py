@@ -602,9 +602,10 @@ class HistoryWriterProcess:
             unsettled = list(self._unsettled)
             self._unsettled.clear()
             self._unsettled_count = 0
-            items = [item for sent in unsettled for item in sent.records()]
-            items += list(self._items)
+            waiting = list(self._items)
             self._items.clear()
+        # Unpickled outside the lock, as they were pickled.
+        items = [item for sent in unsettled for item in sent.records()] + waiting
         if items:
             local.record_many(as_record_values(values) for _, values in items)
 
