@@ -127,6 +127,7 @@ def override_cost(
 
 
 _loaded = threading.Event()  # the price data is in memory: pricing no longer blocks
+_warming = threading.Lock()  # taken for good by the first background warm-up
 
 
 def _snapshot() -> DataSnapshot:
@@ -298,6 +299,12 @@ class Pricer:
         except Exception:  # pragma: no cover - defensive: pricing must never break history
             log.exception("could not load the bundled price data")
 
+    def warm_up_in_background(self) -> None:
+        """Load the price data on a thread of its own, at most once per process."""
+        if _loaded.is_set() or not _warming.acquire(blocking=False):
+            return
+        threading.Thread(target=self.warm_up, name="desktop-proxy-prices", daemon=True).start()
+
     def price_record(self, rec: RequestRecord | RecordValues) -> Price:
         """The record's cost. A record already priced (by `apply`, or with a cost reported by
         the upstream) keeps its price."""
@@ -321,8 +328,8 @@ class Pricer:
 
         Cheap (about 0.1 ms), so the gateway may call it on the event loop just before
         `recorder.record(rec)` and live views show the cost at once. Until the price data has
-        been loaded (`warm_up()`, which the history writer runs in its thread) it does nothing
-        and returns `Price.none()`: the writer prices the record later. Never raises.
+        been loaded (`warm_up_in_background()`, started when a live view is listening) it does
+        nothing and returns `Price.none()`: the writer prices the record later. Never raises.
         """
         if not _loaded.is_set():
             return Price.none()

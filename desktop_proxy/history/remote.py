@@ -217,9 +217,6 @@ class HistoryWriterProcess:
     def start(self) -> HistoryWriterProcess:
         """Start the writer process and the sender thread. Raises OSError if the process
         cannot be started at all (the caller falls back to the in-process writer)."""
-        if self._pricer is not None:
-            # Live pricing (Pricer.apply on the loop) needs the price data in this process.
-            threading.Thread(target=self._pricer.warm_up, daemon=True).start()
         self._spawn()
         self._sender = threading.Thread(
             target=self._send_loop, name="desktop-proxy-history-sender", daemon=True

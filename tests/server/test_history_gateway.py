@@ -7,6 +7,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,15 @@ import anthropic
 import openai
 import pytest
 
-from desktop_proxy.history import remote
+from desktop_proxy.config.loader import parse_config
+from desktop_proxy.config.secrets import SecretResolver
+from desktop_proxy.history import pricing, remote
+from desktop_proxy.history.pricing import Pricer
 from desktop_proxy.history.query import HistoryFilter, HistoryReader
+from desktop_proxy.history.record import RequestRecord
 from desktop_proxy.history.writer import HistoryWriter
+from desktop_proxy.paths import AppPaths
+from desktop_proxy.services import GatewayOptions, Services
 from tests.fakes.upstream import RecordedRequest, Reply, Usage
 from tests.server.conftest import UPSTREAM_KEY, GatewayFactory, openai_provider
 
@@ -340,3 +347,60 @@ async def test_history_still_works_when_its_process_cannot_start(
     await gw.services.stop_gateway()
     rows = HistoryReader(gw.services.paths.history_db).page(HistoryFilter(), 0, 10)
     assert [r.status for r in rows] == [200]
+
+
+def priced_config(fake_base: str) -> dict[str, Any]:
+    return {
+        "providers": [openai_provider(fake_base)],
+        "history": {"prices": {"up:gpt-4o": {"input": 2.5, "output": 10}}},
+    }
+
+
+async def test_a_headless_gateway_leaves_pricing_to_the_writer_process(
+    make_fake_upstream: Any, make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`serve` has no live view: the gateway's process never loads the price tables (~20 MB
+    it has no use for), and the rows are priced all the same, by the writer's process."""
+    loads: list[Pricer] = []
+    monkeypatch.setattr(Pricer, "warm_up", lambda self: loads.append(self))
+    fake = await make_fake_upstream()
+    fake.default_reply = Reply.text("ok", usage=Usage(input_tokens=1000, output_tokens=100))
+    gw = await make_gateway(priced_config(fake.openai_base), history_process=True)
+    gw.services.record_listeners.clear()  # as in `serve`: nobody watching live
+    async with openai.AsyncOpenAI(base_url=gw.openai_base, api_key="x", max_retries=0) as oai:
+        for _ in range(3):
+            await oai.chat.completions.create(
+                model="up:gpt-4o", messages=[{"role": "user", "content": "hi"}]
+            )
+    await gw.services.stop_gateway()
+    rows = HistoryReader(gw.services.paths.history_db).page(HistoryFilter(), 0, 10)
+    # $2.50 per million input tokens, $10 per million output: 0.0025 + 0.001.
+    assert [round(r.cost_usd or 0, 9) for r in rows] == [0.0035] * 3
+    assert loads == []
+
+
+async def test_a_live_view_sees_each_request_priced_as_it_finishes(
+    make_fake_upstream: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tray listens from the start: the gateway loads the price tables in the background
+    when history opens, and every record it hands over from then on carries its cost."""
+    monkeypatch.setattr(pricing, "_loaded", threading.Event())
+    monkeypatch.setattr(pricing, "_warming", threading.Lock())
+    fake = await make_fake_upstream()
+    fake.default_reply = Reply.text("ok", usage=Usage(input_tokens=1000, output_tokens=100))
+    services = Services(AppPaths.for_root(tmp_path / "live"), secrets=SecretResolver(environ={}))
+    services.config = parse_config(priced_config(fake.openai_base), "test-config.json")
+    seen: list[RequestRecord] = []
+    services.record_listeners.append(seen.append)
+    server = await services.start_gateway(GatewayOptions(port=0, history_process=True))
+    try:
+        assert await asyncio.to_thread(pricing._loaded.wait, 30), "price tables never loaded"
+        async with openai.AsyncOpenAI(
+            base_url=server.url + "/v1", api_key="x", max_retries=0
+        ) as oai:
+            await oai.chat.completions.create(
+                model="up:gpt-4o", messages=[{"role": "user", "content": "hi"}]
+            )
+    finally:
+        await services.stop_gateway()
+    assert [(r.status, r.cost_usd) for r in seen] == [(200, pytest.approx(0.0035))]
