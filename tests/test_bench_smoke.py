@@ -59,3 +59,36 @@ def test_tests_fake_upstream_runner_answers_the_bench_request(tmp_path: Path) ->
     assert answer["model"] == "bench-model"
     assert answer["choices"][0]["message"]["content"]
     assert upstream.proc.returncode == 0
+
+
+def test_history_series_pools_paired_rounds_from_fresh_processes(tmp_path: Path) -> None:
+    """`python -m bench.history_series` runs its series and pools them into one verdict line."""
+    out_json = tmp_path / "rounds.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.history_series",
+            "--series",
+            "2",
+            "--rounds",
+            "2",
+            "--seconds",
+            "1",
+            "-c",
+            "10",
+            "--json",
+            str(out_json),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "median of 4 paired rounds in 2 series" in result.stdout
+    series = json.loads(out_json.read_text())
+    assert [s["concurrency"] for s in series] == [10, 10]
+    for s in series:
+        assert len(s["rounds"]) == 2
+        assert all(r["off_rps"] > 0 and r["on_rps"] > 0 for r in s["rounds"])
