@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -46,7 +47,7 @@ class Series:
     rounds: list[Round] = field(default_factory=list)
 
     def median_cost(self) -> float:
-        return statistics.median(r.cost for r in self.rounds)
+        return statistics.median(r.cost for r in self.rounds) if self.rounds else math.nan
 
 
 def _load(
@@ -83,13 +84,11 @@ def run_series(workdir: Path, concurrency: int, rounds: int, seconds: int, tool:
         series = Series(concurrency)
         for index in range(rounds):
             # Alternating order, so that neither always runs on a machine the other warmed.
-            first, second = (off, on) if index % 2 == 0 else (on, off)
-            measured = {
-                first.name: _load(first, chat, script, tool, concurrency, seconds),
-                second.name: _load(second, chat, script, tool, concurrency, seconds),
-            }
-            (off_rps, off_cpu), (on_rps, on_cpu) = measured[off.name], measured[on.name]
-            series.rounds.append(Round(off_rps, on_rps, off_cpu, on_cpu))
+            order = (off, on) if index % 2 == 0 else (on, off)
+            measured = {g: _load(g, chat, script, tool, concurrency, seconds) for g in order}
+            (off_rps, off_cpu), (on_rps, on_cpu) = measured[off], measured[on]
+            if off_rps > 0:  # a round with nothing served says nothing about the cost
+                series.rounds.append(Round(off_rps, on_rps, off_cpu, on_cpu))
         return series
     finally:
         for process in reversed(processes):
@@ -158,13 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    tool = args.loadgen
-    if tool == "auto":
-        tool = "wrk" if loadgen.have("wrk") else "python"
-        if tool == "python":
-            print(f"history_series: {loadgen.WRK_INSTALL_HINT}", file=sys.stderr, flush=True)
-    elif tool == "wrk" and not loadgen.have("wrk"):
-        raise SystemExit(f"history_series: --loadgen wrk: {loadgen.WRK_INSTALL_HINT}")
+    tool = loadgen.choose(args.loadgen, "history_series")
     concurrencies = args.concurrency or [50, 10]
     started = time.monotonic()
     done: list[Series] = []

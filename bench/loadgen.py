@@ -54,6 +54,19 @@ def have(tool: str) -> bool:
     return shutil.which(tool) is not None
 
 
+def choose(requested: str, prog: str) -> str:
+    """The load generator to use for `--loadgen requested`: wrk when `auto` finds it, else the
+    Python fallback (saying so on stderr); exits when `wrk` was asked for and is missing."""
+    if requested == "auto":
+        if have("wrk"):
+            return "wrk"
+        print(f"{prog}: {WRK_INSTALL_HINT}", file=sys.stderr, flush=True)
+        return "python"
+    if requested == "wrk" and not have("wrk"):
+        raise SystemExit(f"{prog}: --loadgen wrk: {WRK_INSTALL_HINT}")
+    return requested
+
+
 def tool_version(tool: str) -> str:
     if not have(tool):
         return "not installed"

@@ -428,13 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    tool = args.loadgen
-    if tool == "auto":
-        tool = "wrk" if loadgen.have("wrk") else "python"
-        if tool == "python":
-            print(f"bench: {loadgen.WRK_INSTALL_HINT}", file=sys.stderr, flush=True)
-    elif tool == "wrk" and not loadgen.have("wrk"):
-        raise SystemExit(f"bench: --loadgen wrk: {loadgen.WRK_INSTALL_HINT}")
+    tool = loadgen.choose(args.loadgen, "bench")
     peer_row = loadgen.have("hey")
     if not peer_row:
         print(f"bench: {loadgen.HEY_INSTALL_HINT}", file=sys.stderr, flush=True)
