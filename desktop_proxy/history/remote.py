@@ -11,9 +11,9 @@ ordinary HistoryWriter.
 Nothing accepted is lost: what was sent stays in this process, as the pickled message it was
 sent as, until the writer process reports it stored; if the process dies, a new one is started
 and gets those messages again (the database ignores ids it already has). The records themselves
-are let go once pickled: kept as thousands of small objects until stored, they cost the event
-loop ~10–20 µs per request under load (docs/performance.md, "History on vs off"). The buffer is
-bounded like the writer's own.
+are let go once pickled: kept as thousands of small objects until stored, they raised the event
+loop's CPU per request under load in some A/B runs (docs/performance.md, "History on vs off").
+The buffer is bounded like the writer's own.
 
 Same interface as HistoryWriter: `record`, `flush`, `close`, `configure`, `status`, listeners.
 """
